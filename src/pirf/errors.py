@@ -1,0 +1,45 @@
+"""The `PirfError` family: every error a user can cause says what was wrong and what to do.
+
+The CLI turns any `PirfError` into a one-paragraph message and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class PirfError(Exception):
+    """Base class of every error pirf raises on purpose.
+
+    The message names the problem; `fix` (optional) says what to do about it.
+    """
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(problem if fix is None else f"{problem}\n  fix: {fix}")
+
+
+class UnknownNameError(PirfError, KeyError):
+    """A name (PDE, method, preset, ...) that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return Exception.__str__(self)
+
+
+class ShapeError(PirfError, ValueError):
+    """A tensor or array of the wrong rank, channel count or size."""
+
+
+class NonFiniteError(PirfError, ValueError):
+    """NaN or inf where finite numbers are required."""
+
+
+class DataFileError(PirfError, OSError):
+    """A dataset file that is missing, truncated, foreign or inconsistent."""
+
+
+class OutputExistsError(PirfError, FileExistsError):
+    """An output path that already exists and may not be overwritten."""
+
+
+class ConfigError(PirfError, ValueError):
+    """A bad parameter value or configuration key."""

@@ -1,0 +1,177 @@
+"""The `PDE` interface every benchmark implements, and the small types it speaks in.
+
+A PDE instance is a frozen dataclass of its physical parameters (viscosity, wavenumber, ...).
+It knows how to *generate* solution fields with a real numerical solver and how to score any
+field with a differentiable, batched *residual* in physical units.
+
+Conventions (all PDEs):
+- fields are arrays/tensors ``[B, C, H, W]``, channel order ``PDE.fields``; ``H`` is the
+  y (or t) axis, ``W`` the x axis; ``H == W == resolution``.
+- ``residual(x)`` returns a map ``[B, H, W]``: the equation residual where the stencil applies
+  and the boundary-condition residual on boundary pixels; ``regions(x)`` partitions the pixels
+  into named parts (``interior``, ``boundary``, and for Darcy ``interface``) so that each is
+  reported on its own.
+- every sample ``i`` of a data set with seed ``s`` is drawn from its own generator
+  ``SeedSequence([s, i])``: data are identical whatever the chunking or batch size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pirf.errors import ConfigError, NonFiniteError, ShapeError
+
+BoundaryKind = Literal["dirichlet", "periodic", "periodic-x"]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The sampling grid of a benchmark at one resolution.
+
+    ``axes`` names the two image axes (rows, columns), ``spacing`` their physical step and
+    ``coords`` the node positions along each axis.
+    """
+
+    resolution: int
+    axes: tuple[str, str]
+    spacing: tuple[float, float]
+    boundary: BoundaryKind
+    coords: tuple[np.ndarray, np.ndarray] = dataclasses.field(repr=False, compare=False)
+
+
+def sample_rngs(seed: int, start: int, n: int) -> list[np.random.Generator]:
+    """One independent generator per sample index: ``SeedSequence([seed, i])``, i in [start, start+n)."""
+    return [np.random.default_rng(np.random.SeedSequence([seed, i])) for i in range(start, start + n)]
+
+
+@dataclass(frozen=True)
+class PDE(ABC):
+    """A benchmark: physical parameters, a numerical solver and a residual operator.
+
+    Subclasses are frozen dataclasses whose fields are the physical parameters; they set the
+    class variables below and implement `grid`, `_solve` and `residual`.
+    """
+
+    name: ClassVar[str]
+    fields: ClassVar[tuple[str, ...]]
+    boundary: ClassVar[BoundaryKind]
+    description: ClassVar[str]
+    solver: ClassVar[str]
+    default_resolution: ClassVar[int]
+    paper_resolution: ClassVar[int] = 128
+    min_resolution: ClassVar[int] = 8
+    samples_per_group: ClassVar[int] = 1
+    """Samples that one solver run yields together (Kolmogorov: frames of one trajectory)."""
+
+    # -- parameters ------------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """The physical parameters as a JSON-serializable dict (what the data file records)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def param_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    # -- grid and generation ---------------------------------------------------------------
+    @abstractmethod
+    def grid(self, resolution: int) -> Grid:
+        """The grid of a ``resolution x resolution`` sample."""
+
+    @abstractmethod
+    def _solve(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
+        """Draw inputs with ``rngs`` (one per sample) and solve: float64 ``[len(rngs), C, R, R]``."""
+
+    def check_resolution(self, resolution: int) -> None:
+        """Refuse a resolution the stencil or solver cannot work with."""
+        if not isinstance(resolution, (int, np.integer)) or resolution < self.min_resolution:
+            raise ConfigError(
+                f"{self.name}: resolution {resolution!r} is too small for its stencil and solver",
+                f"use a resolution of at least {self.min_resolution} "
+                f"(CPU default {self.default_resolution}, paper {self.paper_resolution})",
+            )
+
+    def generate(self, n: int, resolution: int | None = None, seed: int = 0, start: int = 0) -> np.ndarray:
+        """Samples ``start .. start+n-1`` of the data set with this ``seed``: float32 ``[n, C, R, R]``.
+
+        Sample ``i`` depends only on ``(seed, i)`` and the parameters, never on ``n`` or ``start``.
+        """
+        resolution = self.default_resolution if resolution is None else resolution
+        self.check_resolution(resolution)
+        if n < 0 or start < 0:
+            raise ConfigError(f"n={n} and start={start} must be non-negative")
+        if n == 0:
+            return np.zeros((0, len(self.fields), resolution, resolution), np.float32)
+        x = self._solve(sample_rngs(seed, start, n), resolution, start)
+        return np.asarray(x, dtype=np.float32)
+
+    # -- residual --------------------------------------------------------------------------
+    @abstractmethod
+    def residual(self, x: Tensor) -> Tensor:
+        """Residual map ``[B, H, W]`` of physical fields ``x: [B, C, H, W]`` (differentiable)."""
+
+    def regions(self, x: Tensor) -> dict[str, Tensor]:
+        """Boolean masks ``[B, H, W]`` that partition the pixels into named residual parts.
+
+        Default: ``interior`` and, for non-periodic boundaries, the one-pixel ``boundary`` ring
+        (for ``periodic-x``, the first and last rows, i.e. the time edges).
+        """
+        b, _, h, w = x.shape
+        edge = torch.zeros(h, w, dtype=torch.bool, device=x.device)
+        if self.boundary == "dirichlet":
+            edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
+        elif self.boundary == "periodic-x":
+            edge[0, :] = edge[-1, :] = True
+        edge = edge.expand(b, h, w)
+        return {"interior": ~edge, "boundary": edge}
+
+    def residual_stats(self, x: Tensor) -> dict[str, dict[str, Tensor]]:
+        """Per-sample MSE and MAE of the residual over all pixels and over each region.
+
+        Returns ``{"all": {"mse": [B], "mae": [B]}, "interior": {...}, ...}``; an empty region
+        (e.g. the boundary of a periodic problem) is left out.
+        """
+        r = self.residual(x)
+        stats = {"all": {"mse": r.pow(2).mean(dim=(1, 2)), "mae": r.abs().mean(dim=(1, 2))}}
+        for part, mask in self.regions(x).items():
+            count = mask.sum(dim=(1, 2))
+            if bool((count == 0).all()):
+                continue
+            m = mask.to(r.dtype)
+            denom = count.clamp(min=1).to(r.dtype)
+            stats[part] = {
+                "mse": (r.pow(2) * m).sum(dim=(1, 2)) / denom,
+                "mae": (r.abs() * m).sum(dim=(1, 2)) / denom,
+            }
+        return stats
+
+    # -- validation ------------------------------------------------------------------------
+    def check_fields(self, x: Tensor | np.ndarray, what: str = "fields") -> None:
+        """Refuse input of the wrong rank, channel count or size, or with NaN/inf."""
+        shape = tuple(x.shape)
+        c = len(self.fields)
+        if len(shape) != 4 or shape[1] != c:
+            raise ShapeError(
+                f"{self.name}: {what} have shape {shape}, expected [B, {c}, H, W] "
+                f"with channels {self.fields}",
+                "stack the channels in that order along dim 1 (add a batch dim for one sample)",
+            )
+        if shape[2] != shape[3] or shape[2] < self.min_resolution:
+            raise ShapeError(
+                f"{self.name}: {what} are {shape[2]}x{shape[3]}, expected square fields of at "
+                f"least {self.min_resolution}x{self.min_resolution}",
+                "resample the fields onto a square grid of a supported resolution",
+            )
+        finite = torch.isfinite(x).all() if isinstance(x, Tensor) else np.isfinite(x).all()
+        if not bool(finite):
+            raise NonFiniteError(
+                f"{self.name}: {what} contain NaN or inf",
+                "drop or repair the non-finite samples before scoring them",
+            )

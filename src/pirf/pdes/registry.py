@@ -1,0 +1,60 @@
+"""Name -> PDE class registry; users add their own PDE with `register`."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pirf.errors import ConfigError, UnknownNameError
+from pirf.pdes.base import PDE
+
+P = TypeVar("P", bound=type[PDE])
+
+_REGISTRY: dict[str, type[PDE]] = {}
+
+
+def register(cls: P, *, replace: bool = False) -> P:
+    """Register a `PDE` subclass under ``cls.name`` (usable as a class decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, PDE)):
+        raise ConfigError(f"register() takes a PDE subclass, got {cls!r}", "subclass pirf.pdes.PDE")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{cls.__name__} has no `name` class attribute", 'set name = "my_pde"')
+    if name in _REGISTRY and _REGISTRY[name] is not cls and not replace:
+        raise ConfigError(
+            f"a PDE named {name!r} is already registered ({_REGISTRY[name].__qualname__})",
+            "pick another name, or pass replace=True",
+        )
+    _REGISTRY[name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Remove a registered PDE (mainly for tests and notebooks)."""
+    _REGISTRY.pop(name, None)
+
+
+def names() -> list[str]:
+    """Names of all registered PDEs, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_class(name: str) -> type[PDE]:
+    """The PDE class registered as ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown PDE {name!r}", f"use one of: {', '.join(names())} (or register your own)"
+        ) from None
+
+
+def get(name: str, **params: Any) -> PDE:
+    """An instance of the PDE ``name`` with the given physical parameters (others default)."""
+    cls = get_class(name)
+    unknown = sorted(set(params) - set(cls.param_names()))
+    if unknown:
+        raise ConfigError(
+            f"{name}: unknown parameter(s) {', '.join(unknown)}",
+            f"valid parameters are: {', '.join(cls.param_names()) or '(none)'}",
+        )
+    return cls(**params)
