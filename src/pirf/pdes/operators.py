@@ -59,8 +59,8 @@ def diff_one_sided_edges(u: Tensor, h: float, dim: int = -2) -> Tensor:
 def wavenumbers(n: int, length: float, *, rfft: bool = False, device=None, dtype=torch.float64) -> Tensor:
     """Angular wavenumbers 2 pi k / L of an ``n``-point periodic grid (``rfft``: the half spectrum)."""
     d = length / n
-    k = torch.fft.rfftfreq(n, d=d) if rfft else torch.fft.fftfreq(n, d=d)
-    return (2 * math.pi * k).to(device=device, dtype=dtype)
+    freq = torch.fft.rfftfreq if rfft else torch.fft.fftfreq
+    return 2 * math.pi * freq(n, d=d, dtype=dtype, device=device)
 
 
 def spectral_derivatives(w: Tensor, length: float) -> dict[str, Tensor]:

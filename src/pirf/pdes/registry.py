@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Any, TypeVar
 
 from pirf.errors import ConfigError, UnknownNameError
@@ -57,4 +59,23 @@ def get(name: str, **params: Any) -> PDE:
             f"{name}: unknown parameter(s) {', '.join(unknown)}",
             f"valid parameters are: {', '.join(cls.param_names()) or '(none)'}",
         )
-    return cls(**params)
+    return cls(**{key: _coerce(cls, key, value) for key, value in params.items()})
+
+
+def _coerce(cls: type[PDE], key: str, value: Any) -> Any:
+    """Check a parameter against its annotated type (int -> float is allowed)."""
+    hints = typing.get_type_hints(cls)
+    expected = hints.get(key)
+    ok = {
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        bool: isinstance(value, bool),
+    }.get(expected, True)
+    if not ok:
+        default = {f.name: f.default for f in dataclasses.fields(cls)}.get(key)
+        raise ConfigError(
+            f"{cls.name}: parameter {key}={value!r} should be of type {expected.__name__}",
+            f"give a {expected.__name__}, e.g. {key}={default!r}",
+        )
+    return float(value) if expected is float else value

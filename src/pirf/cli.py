@@ -1,0 +1,161 @@
+"""The `pirf` command: a thin layer that parses, calls the library and prints.
+
+Exit codes: 0 success, 1 a check that ran and failed (``pirf data check``), 2 a usage error or
+any `PirfError` (the message says what was wrong and what to do; no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from pirf import data as pirf_data
+from pirf import pdes
+from pirf.errors import ConfigError, PirfError
+
+app = typer.Typer(
+    help="pirf: physics-informed reward fine-tuning of diffusion and flow models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Generate, inspect and check PDE data sets (HDF5).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``["nu=0.02", "re=100"]`` -> ``{"nu": 0.02, "re": 100}`` (values read as YAML scalars)."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"parameter {item!r} is not of the form key=value", "write e.g. --param nu=0.02")
+        try:
+            params[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"cannot read the value of {item!r}: {err}") from None
+    return params
+
+
+@app.command("pdes")
+def list_pdes() -> None:
+    """List the registered PDE benchmarks."""
+    table = Table(title="PDE benchmarks")
+    for col in ("name", "fields", "boundary", "CPU res.", "paper res.", "equation"):
+        table.add_column(col)
+    for name in pdes.names():
+        cls = pdes.get_class(name)
+        table.add_row(
+            name,
+            ", ".join(cls.fields),
+            cls.boundary,
+            str(cls.default_resolution),
+            str(cls.paper_resolution),
+            cls.description,
+        )
+    console.print(table)
+
+
+@data_app.command("generate")
+def data_generate(
+    pde: Annotated[str, typer.Argument(help="PDE name (see `pirf pdes`)")],
+    n: Annotated[int, typer.Option("--n", help="number of samples")] = 1000,
+    resolution: Annotated[int | None, typer.Option(help="grid points per side (default: the PDE's CPU default)")] = None,
+    seed: Annotated[int, typer.Option(help="data set seed; sample i depends only on (seed, i)")] = 0,
+    out: Annotated[Path | None, typer.Option(help="output HDF5 file (default: <pde>_r<R>_n<N>_s<seed>.h5)")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="physical parameter key=value")] = None,
+    chunk: Annotated[int | None, typer.Option(help="samples solved and written per chunk")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
+) -> None:
+    """Solve N samples of a PDE and write them to an HDF5 data set (atomically, in chunks)."""
+    instance = pdes.get(pde, **parse_params(param))
+    res = instance.default_resolution if resolution is None else resolution
+    out = out or Path(f"{pde}_r{res}_n{n}_s{seed}.h5")
+    t0 = time.perf_counter()
+    info = pirf_data.generate_dataset(
+        instance, n, out, resolution=res, seed=seed, chunk=chunk, overwrite=overwrite
+    )
+    seconds = time.perf_counter() - t0
+    console.print(f"wrote {info.n} samples of {pde} at {res}x{res} to {out} in {seconds:.1f} s "
+                  f"({info.n / seconds:.1f} samples/s)")
+    _print_floor(info.floor)
+
+
+def _print_floor(floor: dict[str, dict[str, float]], title: str = "residual of the data (its floor)") -> None:
+    table = Table(title=title)
+    for col in ("region", "mean MSE", "median MSE", "mean MAE"):
+        table.add_column(col)
+    for part, s in floor.items():
+        table.add_row(part, f"{s['mean_mse']:.3e}", f"{s['median_mse']:.3e}", f"{s['mean_mae']:.3e}")
+    console.print(table)
+
+
+@data_app.command("info")
+def data_info(
+    file: Annotated[Path, typer.Argument(help="a pirf HDF5 data set")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Describe a data set: PDE, parameters, shape, normalization, floor, provenance."""
+    summary = pirf_data.read_info(file).summary()
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    floor = summary.pop("floor")
+    table = Table(title=str(file), show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    console.print(table)
+    if floor:
+        _print_floor(floor)
+
+
+@data_app.command("check")
+def data_check(
+    file: Annotated[Path, typer.Argument(help="a pirf HDF5 data set")],
+    max_samples: Annotated[int, typer.Option("--n", help="samples to score")] = 1024,
+    tolerance: Annotated[float, typer.Option(help="allowed median residual / floor ratio")] = 10.0,
+) -> None:
+    """Score a data set's samples with the PDE residual and compare them to the data floor."""
+    report = pirf_data.check_dataset(file, max_samples=max_samples, tolerance=tolerance)
+    ratios = report.ratios()
+    table = Table(title=f"{file}: {report.checked} samples scored; floor {report.floor_source}")
+    for col in ("region", "median MSE", "floor median MSE", "ratio"):
+        table.add_column(col)
+    for part, s in report.residual.items():
+        ref = report.floor.get(part, {}).get("median_mse", float("nan"))
+        table.add_row(part, f"{s['median_mse']:.3e}", f"{ref:.3e}", f"{ratios.get(part, float('nan')):.2f}")
+    console.print(table)
+    if report.nonfinite:
+        err_console.print(f"{len(report.nonfinite)} sample(s) contain NaN/inf: {report.nonfinite[:10]}")
+    if report.ok:
+        console.print("[green]ok[/green]: the samples sit at the data floor")
+    else:
+        err_console.print(f"[red]check failed[/red]: residual above {tolerance}x the floor, or non-finite samples")
+        raise typer.Exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `pirf` console script: `PirfError` -> message on stderr, exit 2."""
+    try:
+        app(args=argv, prog_name="pirf")
+    except PirfError as err:
+        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: nothing half-written was left behind")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The `pirf` command: generation, info, check, and clear errors with exit code 2."""
+
+import subprocess
+import sys
+
+import h5py
+import pytest
+
+from pirf import cli, data
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_generate_info_check(tmp_path, capsys):
+    out = tmp_path / "h.h5"
+    code, stdout, _ = run(["data", "generate", "helmholtz", "--n", "6", "--resolution", "16",
+                           "--seed", "2", "--out", str(out), "-p", "wavenumber=2"], capsys)
+    assert code == 0 and "wrote 6 samples" in stdout
+    info = data.read_info(out)
+    assert info.pde.params()["wavenumber"] == 2.0 and info.seed == 2
+    code, stdout, _ = run(["data", "info", str(out), "--json"], capsys)
+    assert code == 0 and '"wavenumber": 2.0' in stdout
+    code, stdout, _ = run(["data", "check", str(out)], capsys)
+    assert code == 0 and "ok" in stdout
+
+
+def test_check_fails_with_exit_1_on_corrupted_data(tmp_path, capsys):
+    out = tmp_path / "p.h5"
+    run(["data", "generate", "poisson", "--n", "4", "--resolution", "16", "--out", str(out)], capsys)
+    with h5py.File(out, "a") as f:
+        f["fields"][:, 1] *= 1.5  # u no longer solves the equation for f
+    code, _, err = run(["data", "check", str(out)], capsys)
+    assert code == 1 and "check failed" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data", "generate", "wave", "--n", "2"], "unknown PDE 'wave'"),
+        (["data", "generate", "poisson", "-p", "nu=1"], "valid parameters are: alpha, tau"),
+        (["data", "generate", "poisson", "-p", "alpha"], "key=value"),
+        (["data", "generate", "poisson", "-p", "alpha=fast"], "should be of type float"),
+        (["data", "generate", "poisson", "--resolution", "4"], "at least 8"),
+        (["data", "info", "missing.h5"], "no such data file"),
+    ],
+)
+def test_bad_input_exit_2_with_message(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(argv, capsys)
+    assert code == 2 and message in " ".join(err.split())
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_existing_output_refused(tmp_path, capsys):
+    out = tmp_path / "p.h5"
+    out.write_bytes(b"precious")
+    code, _, err = run(["data", "generate", "poisson", "--n", "2", "--out", str(out)], capsys)
+    assert code == 2 and "--overwrite" in err and out.read_bytes() == b"precious"
+
+
+def test_console_script_lists_pdes():
+    result = subprocess.run([sys.executable, "-m", "pirf.cli", "pdes"], capture_output=True, text=True,
+                            check=True, env={"COLUMNS": "200", "PATH": ""})
+    for name in ("poisson", "helmholtz"):
+        assert name in result.stdout

@@ -1,0 +1,158 @@
+"""HDF5 data sets: round trip, determinism, atomic writes, validation of bad files."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import pirf.pdes as pdes
+from pirf import data
+from pirf.errors import DataFileError, NonFiniteError, OutputExistsError, ShapeError, UnknownNameError
+
+
+@pytest.fixture
+def poisson_file(tmp_path):
+    path = tmp_path / "poisson.h5"
+    data.generate_dataset(pdes.get("poisson"), 12, path, resolution=16, seed=3, chunk=5, progress=False)
+    return path
+
+
+def test_round_trip_and_metadata(poisson_file):
+    info = data.read_info(poisson_file)
+    assert (info.pde.name, info.n, info.resolution, info.seed) == ("poisson", 12, 16, 3)
+    assert info.pde.params() == {"alpha": 2.0, "tau": 3.0}
+    x = data.read_fields(poisson_file)
+    np.testing.assert_array_equal(x, pdes.get("poisson").generate(12, 16, seed=3))
+    mean, std = x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3))
+    np.testing.assert_allclose(info.normalization.shift, mean, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(info.normalization.scale, std, rtol=1e-4)
+    assert info.floor["interior"]["median_mse"] > 0
+    summary = info.summary()
+    assert summary["boundary"] == "dirichlet" and summary["spacing"] == [1 / 15, 1 / 15]
+    json.dumps(summary)
+
+
+def test_file_independent_of_chunk_size(tmp_path, poisson_file):
+    other = tmp_path / "other.h5"
+    data.generate_dataset(pdes.get("poisson"), 12, other, resolution=16, seed=3, chunk=12, progress=False)
+    np.testing.assert_array_equal(data.read_fields(other), data.read_fields(poisson_file))
+
+
+def test_torch_dataset_normalizes(poisson_file):
+    ds = data.FieldDataset(poisson_file)
+    batch = torch.stack([ds[i] for i in range(len(ds))])
+    assert batch.shape == (12, 2, 16, 16) and batch.dtype == torch.float32
+    np.testing.assert_allclose(batch.mean(dim=(0, 2, 3)).numpy(), 0, atol=1e-5)
+    np.testing.assert_allclose(batch.std(dim=(0, 2, 3), unbiased=False).numpy(), 1, rtol=1e-4)
+    physical = data.FieldDataset(poisson_file, normalized=False, in_memory=False)
+    torch.testing.assert_close(ds.normalization.denormalize(batch[:1]), physical[0][None])
+
+
+def test_existing_output_is_refused_unless_overwrite(poisson_file):
+    before = poisson_file.read_bytes()
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        data.generate_dataset(pdes.get("poisson"), 3, poisson_file, resolution=16, progress=False)
+    assert poisson_file.read_bytes() == before
+    data.generate_dataset(pdes.get("poisson"), 3, poisson_file, resolution=16, overwrite=True, progress=False)
+    assert data.read_info(poisson_file).n == 3
+
+
+def test_interrupted_write_leaves_nothing(tmp_path):
+    path = tmp_path / "broken.h5"
+    pde = pdes.get("poisson")
+    with pytest.raises(RuntimeError, match="boom"), data.DatasetWriter(path, pde, 4, 16) as writer:
+        writer.write(pde.generate(2, 16))
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ShapeError, match="only 2 of 4"), data.DatasetWriter(path, pde, 4, 16) as writer:
+        writer.write(pde.generate(2, 16))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_refuses_bad_batches(tmp_path):
+    pde = pdes.get("poisson")
+    bad = pde.generate(2, 16)
+    bad[1, 0, 2, 2] = np.inf
+    with pytest.raises(NonFiniteError), data.DatasetWriter(tmp_path / "x.h5", pde, 2, 16) as writer:
+        writer.write(bad)
+    with pytest.raises(ShapeError), data.DatasetWriter(tmp_path / "x.h5", pde, 2, 16) as writer:
+        writer.write(np.zeros((2, 3, 16, 16)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_file_is_a_clear_error(tmp_path, poisson_file):
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(poisson_file.read_bytes()[:2000])
+    with pytest.raises(DataFileError, match="truncated or not HDF5"):
+        data.read_info(cut)
+    with pytest.raises(DataFileError, match="no such data file"):
+        data.read_info(tmp_path / "missing.h5")
+
+
+def test_foreign_and_inconsistent_files(tmp_path, poisson_file):
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(DataFileError, match="not a pirf data set"):
+        data.read_info(foreign)
+
+    def edited(name, edit):
+        path = tmp_path / name
+        path.write_bytes(poisson_file.read_bytes())
+        with h5py.File(path, "a") as f:
+            edit(f)
+        return path
+
+    with pytest.raises(DataFileError, match="lacks attribute"):
+        data.read_info(edited("a.h5", lambda f: f.attrs.__delitem__("normalization")))
+    with pytest.raises(UnknownNameError, match="unknown PDE 'wave'"):
+        data.read_info(edited("b.h5", lambda f: f.attrs.__setitem__("pde", "wave")))
+    with pytest.raises(DataFileError, match="not completely written"):
+        data.read_info(edited("c.h5", lambda f: f.attrs.__setitem__("complete", False)))
+    with pytest.raises(DataFileError, match="shape"):
+        data.read_info(edited("d.h5", lambda f: f.attrs.__setitem__("n", 13)))
+
+    def int_fields(f):
+        del f["fields"]
+        f["fields"] = np.zeros((12, 2, 16, 16), dtype=np.int32)
+
+    with pytest.raises(DataFileError, match="dtype"):
+        data.read_info(edited("e.h5", int_fields))
+
+
+def test_nan_samples_are_found_and_refused(tmp_path, poisson_file):
+    path = tmp_path / "nan.h5"
+    path.write_bytes(poisson_file.read_bytes())
+    with h5py.File(path, "a") as f:
+        f["fields"][7, 1, 3, 3] = np.nan
+    assert data.find_nonfinite(path) == [7]
+    with pytest.raises(NonFiniteError, match=r"1 sample\(s\) contain NaN"):
+        data.FieldDataset(path)
+    report = data.check_dataset(path)
+    assert not report.ok and report.nonfinite == [7] and report.checked == 11
+
+
+def test_check_passes_own_data_and_flags_corrupted(tmp_path, poisson_file):
+    assert data.check_dataset(poisson_file).ok
+    path = tmp_path / "noisy.h5"
+    path.write_bytes(poisson_file.read_bytes())
+    with h5py.File(path, "a") as f:
+        x = f["fields"][:]
+        x[:, 1] += 0.01 * x[:, 1].std() * np.random.default_rng(0).standard_normal(x[:, 1].shape)
+        f["fields"][:] = x
+    report = data.check_dataset(path)
+    assert not report.ok and report.ratios()["interior"] > 10
+
+
+def test_user_data_without_floor_is_checked_against_fresh_reference(tmp_path):
+    pde = pdes.get("helmholtz")
+    path = tmp_path / "user.h5"
+    with data.DatasetWriter(path, pde, 8, 16, solver="my own solver") as writer:
+        writer.write(pde.generate(8, 16, seed=99))
+    with h5py.File(path, "a") as f:
+        del f.attrs["floor"]
+    report = data.check_dataset(path)
+    assert report.ok and "reference" in report.floor_source
+    assert data.read_info(path).solver == "my own solver"
