@@ -1,15 +1,7 @@
 import numpy as np
-import pytest
-import torch
 
 
 def convergence_order(errors: list[float], resolutions: list[int]) -> float:
     """Least-squares slope of log(error) against log(h), h ~ 1 / resolution."""
     h = 1.0 / np.asarray(resolutions, dtype=float)
     return float(np.polyfit(np.log(h), np.log(errors), 1)[0])
-
-
-@pytest.fixture(autouse=True)
-def _double_precision_default():
-    torch.manual_seed(0)
-    yield

@@ -18,8 +18,24 @@ def run(argv, capsys):
 
 def test_generate_info_check(tmp_path, capsys):
     out = tmp_path / "h.h5"
-    code, stdout, _ = run(["data", "generate", "helmholtz", "--n", "6", "--resolution", "16",
-                           "--seed", "2", "--out", str(out), "-p", "wavenumber=2"], capsys)
+    code, stdout, _ = run(
+        [
+            "data",
+            "generate",
+            "helmholtz",
+            "--n",
+            "6",
+            "--resolution",
+            "16",
+            "--seed",
+            "2",
+            "--out",
+            str(out),
+            "-p",
+            "wavenumber=2",
+        ],
+        capsys,
+    )
     assert code == 0 and "wrote 6 samples" in stdout
     info = data.read_info(out)
     assert info.pde.params()["wavenumber"] == 2.0 and info.seed == 2
@@ -65,7 +81,12 @@ def test_existing_output_refused(tmp_path, capsys):
 
 
 def test_console_script_lists_pdes():
-    result = subprocess.run([sys.executable, "-m", "pirf.cli", "pdes"], capture_output=True, text=True,
-                            check=True, env={"COLUMNS": "200", "PATH": ""})
+    result = subprocess.run(
+        [sys.executable, "-m", "pirf.cli", "pdes"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"COLUMNS": "200", "PATH": ""},
+    )
     for name in ("poisson", "helmholtz"):
         assert name in result.stdout

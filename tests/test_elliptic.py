@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import convergence_order
 
 import pirf.pdes as pdes
+from conftest import convergence_order
 from pirf.errors import ConfigError, NonFiniteError, ShapeError
 
 NAMES = ["poisson", "helmholtz"]
@@ -69,8 +69,13 @@ def test_floor_decays_with_resolution_at_the_rate_the_source_spectrum_allows():
     """f ~ GRF(alpha=2) in 2-D keeps energy ~ k^-3 per shell up to the grid's Nyquist, so the
     5-point stencil's error (pi k h)^2 / 12 leaves an RMS floor ~ h: first order, not second."""
     pde = pdes.get("poisson")
-    floors = [pde.residual_stats(torch.from_numpy(pde.generate(32, n, seed=0)).double())["interior"]["mse"]
-              .mean().sqrt().item() for n in (32, 64, 128)]
+    floors = [
+        pde.residual_stats(torch.from_numpy(pde.generate(32, n, seed=0)).double())["interior"]["mse"]
+        .mean()
+        .sqrt()
+        .item()
+        for n in (32, 64, 128)
+    ]
     assert convergence_order(floors, [32, 64, 128]) == pytest.approx(1.0, abs=0.2)
 
 

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import convergence_order
 
+from conftest import convergence_order
 from pirf.pdes import operators as op
 
 

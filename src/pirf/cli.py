@@ -6,6 +6,8 @@ any `PirfError` (the message says what was wrong and what to do; no traceback).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import sys
 import time
@@ -31,6 +33,41 @@ data_app = typer.Typer(help="Generate, inspect and check PDE data sets (HDF5).",
 app.add_typer(data_app, name="data")
 
 console = Console()
+
+
+def load_plugin(spec: str) -> None:
+    """Import a user's module (dotted name or ``.py`` path) so that its PDEs register."""
+    try:
+        if spec.endswith(".py"):
+            path = Path(spec).resolve()
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if module_spec is None or module_spec.loader is None or not path.exists():
+                raise FileNotFoundError(spec)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[path.stem] = module
+            module_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+    except PirfError:
+        raise
+    except Exception as err:  # a user's module may fail in any way: report it, don't trace it
+        raise ConfigError(
+            f"cannot import plugin {spec!r}: {type(err).__name__}: {err}",
+            "give an importable module name or the path of a .py file",
+        ) from None
+
+
+@app.callback()
+def _global_options(
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option("--plugin", help="import a module or .py file first (registers your own PDEs)"),
+    ] = None,
+) -> None:
+    for spec in plugin or []:
+        load_plugin(spec)
+
+
 err_console = Console(stderr=True)
 
 
@@ -40,7 +77,9 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"parameter {item!r} is not of the form key=value", "write e.g. --param nu=0.02")
+            raise ConfigError(
+                f"parameter {item!r} is not of the form key=value", "write e.g. --param nu=0.02"
+            )
         try:
             params[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as err:
@@ -71,10 +110,16 @@ def list_pdes() -> None:
 def data_generate(
     pde: Annotated[str, typer.Argument(help="PDE name (see `pirf pdes`)")],
     n: Annotated[int, typer.Option("--n", help="number of samples")] = 1000,
-    resolution: Annotated[int | None, typer.Option(help="grid points per side (default: the PDE's CPU default)")] = None,
+    resolution: Annotated[
+        int | None, typer.Option(help="grid points per side (default: the PDE's CPU default)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="data set seed; sample i depends only on (seed, i)")] = 0,
-    out: Annotated[Path | None, typer.Option(help="output HDF5 file (default: <pde>_r<R>_n<N>_s<seed>.h5)")] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="physical parameter key=value")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="output HDF5 file (default: <pde>_r<R>_n<N>_s<seed>.h5)")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="physical parameter key=value")
+    ] = None,
     chunk: Annotated[int | None, typer.Option(help="samples solved and written per chunk")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
 ) -> None:
@@ -87,8 +132,10 @@ def data_generate(
         instance, n, out, resolution=res, seed=seed, chunk=chunk, overwrite=overwrite
     )
     seconds = time.perf_counter() - t0
-    console.print(f"wrote {info.n} samples of {pde} at {res}x{res} to {out} in {seconds:.1f} s "
-                  f"({info.n / seconds:.1f} samples/s)")
+    console.print(
+        f"wrote {info.n} samples of {pde} at {res}x{res} to {out} in {seconds:.1f} s "
+        f"({info.n / seconds:.1f} samples/s)"
+    )
     _print_floor(info.floor)
 
 
@@ -141,7 +188,9 @@ def data_check(
     if report.ok:
         console.print("[green]ok[/green]: the samples sit at the data floor")
     else:
-        err_console.print(f"[red]check failed[/red]: residual above {tolerance}x the floor, or non-finite samples")
+        err_console.print(
+            f"[red]check failed[/red]: residual above {tolerance}x the floor, or non-finite samples"
+        )
         raise typer.Exit(1)
 
 

@@ -141,7 +141,9 @@ class DatasetWriter:
     ) -> None:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
-            raise OutputExistsError(f"{self.path} already exists", "choose another --out, or pass --overwrite")
+            raise OutputExistsError(
+                f"{self.path} already exists", "choose another --out, or pass --overwrite"
+            )
         if not self.path.parent.exists():
             raise DataFileError(f"the folder {self.path.parent} does not exist", "create it first")
         if n <= 0:
@@ -299,7 +301,9 @@ def generate_dataset(
 
 def _open(path: Path) -> h5py.File:
     if not path.exists():
-        raise DataFileError(f"no such data file: {path}", "check the path, or create it with `pirf data generate`")
+        raise DataFileError(
+            f"no such data file: {path}", "check the path, or create it with `pirf data generate`"
+        )
     try:
         return h5py.File(path, "r")
     except OSError as err:
@@ -376,7 +380,9 @@ def read_fields(path: str | os.PathLike, start: int = 0, stop: int | None = None
         try:
             return np.asarray(f["fields"][start:stop], dtype=np.float32)
         except OSError as err:
-            raise DataFileError(f"{path}: samples {start}:{stop} cannot be read ({err})", "regenerate the file") from None
+            raise DataFileError(
+                f"{path}: samples {start}:{stop} cannot be read ({err})", "regenerate the file"
+            ) from None
 
 
 def iter_chunks(path: str | os.PathLike, chunk: int = 256) -> Iterator[tuple[int, np.ndarray]]:
@@ -473,8 +479,10 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         """No non-finite sample, and every region's median residual within ``tolerance`` x floor."""
-        return not self.nonfinite and self.checked > 0 and all(
-            r <= self.tolerance for r in self.ratios().values()
+        return (
+            not self.nonfinite
+            and self.checked > 0
+            and all(r <= self.tolerance for r in self.ratios().values())
         )
 
 

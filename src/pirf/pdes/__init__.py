@@ -5,9 +5,8 @@
 >>> x = darcy.generate(4, resolution=32, seed=0)   # [4, 2, 32, 32] float32, physical units
 """
 
+from pirf.pdes import helmholtz, poisson  # noqa: F401  (registers)
 from pirf.pdes.base import PDE, Grid, sample_rngs
 from pirf.pdes.registry import get, get_class, names, register, unregister
-
-from pirf.pdes import helmholtz, poisson  # noqa: E402,F401  (registers)
 
 __all__ = ["PDE", "Grid", "get", "get_class", "names", "register", "sample_rngs", "unregister"]

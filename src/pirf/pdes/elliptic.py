@@ -106,8 +106,10 @@ class Helmholtz(DirichletElliptic):
     def __post_init__(self) -> None:
         ratio = self.wavenumber**2 / math.pi**2  # resonance when ratio = k1^2 + k2^2, k1, k2 >= 1
         m = round(ratio)
-        if abs(ratio - m) < 1e-9 and any(m - a * a >= 1 and math.isqrt(m - a * a) ** 2 == m - a * a
-                                          for a in range(1, math.isqrt(max(m, 0)) + 1)):
+        if abs(ratio - m) < 1e-9 and any(
+            m - a * a >= 1 and math.isqrt(m - a * a) ** 2 == m - a * a
+            for a in range(1, math.isqrt(max(m, 0)) + 1)
+        ):
             raise ConfigError(
                 f"helmholtz: wavenumber {self.wavenumber} is a resonance (k^2 = pi^2 * {m})",
                 "choose a wavenumber away from pi * sqrt(k1^2 + k2^2)",

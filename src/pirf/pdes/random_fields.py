@@ -75,7 +75,9 @@ def evaluate_series(coefficients: np.ndarray, basis_y: np.ndarray, basis_x: np.n
     return np.einsum("bkl,ki,lj->bij", coefficients, basis_y, basis_x, optimize=True)
 
 
-def _colour_white_noise(rngs: Sequence[np.random.Generator], shape: tuple[int, ...], c: np.ndarray) -> np.ndarray:
+def _colour_white_noise(
+    rngs: Sequence[np.random.Generator], shape: tuple[int, ...], c: np.ndarray
+) -> np.ndarray:
     """Real field with mode amplitudes ``c`` (rfft layout): white noise -> FFT -> multiply by c -> back.
 
     The orthonormal FFT of real unit white noise has Hermitian, unit-variance modes, so the
