@@ -67,6 +67,8 @@ class PDE(ABC):
     solver: ClassVar[str]
     default_resolution: ClassVar[int]
     paper_resolution: ClassVar[int] = 128
+    paper_params: ClassVar[dict[str, Any]] = {}
+    """Parameters of the papers' setting at ``paper_resolution`` (where they differ from the CPU defaults)."""
     min_resolution: ClassVar[int] = 8
     samples_per_group: ClassVar[int] = 1
     """Samples that one solver run yields together (Kolmogorov: frames of one trajectory)."""
