@@ -47,6 +47,13 @@ class Grid:
     coords: tuple[np.ndarray, np.ndarray] = dataclasses.field(repr=False, compare=False)
 
 
+def unit_square_grid(resolution: int) -> Grid:
+    """Vertex-centred grid on [0, 1]^2 with the boundary nodes: x_j = j h, h = 1 / (R - 1)."""
+    x = np.linspace(0.0, 1.0, resolution)
+    h = 1.0 / (resolution - 1)
+    return Grid(resolution, ("y", "x"), (h, h), "dirichlet", (x, x))
+
+
 def sample_rngs(seed: int, start: int, n: int) -> list[np.random.Generator]:
     """One independent generator per sample index: ``SeedSequence([seed, i])``, i in [start, start+n)."""
     return [np.random.default_rng(np.random.SeedSequence([seed, i])) for i in range(start, start + n)]

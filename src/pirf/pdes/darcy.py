@@ -49,7 +49,7 @@ from torch import Tensor
 
 from pirf.errors import ConfigError, NonFiniteError, ShapeError
 from pirf.pdes import random_fields as rf
-from pirf.pdes.base import PDE, Grid
+from pirf.pdes.base import PDE, Grid, unit_square_grid
 from pirf.pdes.operators import embed_interior, laplacian_5pt
 from pirf.pdes.registry import register
 
@@ -229,9 +229,7 @@ class Darcy(PDE):
 
     # -- grid and generation ---------------------------------------------------------------
     def grid(self, resolution: int) -> Grid:
-        x = np.linspace(0.0, 1.0, resolution)
-        h = 1.0 / (resolution - 1)
-        return Grid(resolution, ("y", "x"), (h, h), "dirichlet", (x, x))
+        return unit_square_grid(resolution)
 
     def refine_factor(self, resolution: int) -> int:
         """Fine/output spacing ratio used at ``resolution``: ``refine``, capped so that the fine

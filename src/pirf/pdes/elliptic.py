@@ -24,7 +24,7 @@ from torch import Tensor
 
 from pirf.errors import ConfigError
 from pirf.pdes import random_fields as rf
-from pirf.pdes.base import PDE, Grid
+from pirf.pdes.base import PDE, Grid, unit_square_grid
 from pirf.pdes.operators import embed_interior, laplacian_5pt
 
 
@@ -47,9 +47,7 @@ class DirichletElliptic(PDE):
         return 0.0
 
     def grid(self, resolution: int) -> Grid:
-        x = np.linspace(0.0, 1.0, resolution)
-        h = 1.0 / (resolution - 1)
-        return Grid(resolution, ("y", "x"), (h, h), "dirichlet", (x, x))
+        return unit_square_grid(resolution)
 
     def solve_sine_series(self, coefficients: np.ndarray, resolution: int) -> np.ndarray:
         """Fields ``[B, 2, R, R]`` (f, u) for f = sum c[b,k1,k2] sin(pi k1 y) sin(pi k2 x)."""
