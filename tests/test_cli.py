@@ -88,5 +88,5 @@ def test_console_script_lists_pdes():
         check=True,
         env={"COLUMNS": "200", "PATH": ""},
     )
-    for name in ("poisson", "helmholtz"):
+    for name in ("burgers", "darcy", "helmholtz", "kolmogorov", "poisson"):
         assert name in result.stdout

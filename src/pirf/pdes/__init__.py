@@ -5,7 +5,7 @@
 >>> x = darcy.generate(4, resolution=32, seed=0)   # [4, 2, 32, 32] float32, physical units
 """
 
-from pirf.pdes import darcy, helmholtz, poisson  # noqa: F401  (registers)
+from pirf.pdes import burgers, darcy, helmholtz, kolmogorov, poisson  # noqa: F401  (registers)
 from pirf.pdes.base import PDE, Grid, sample_rngs
 from pirf.pdes.registry import get, get_class, names, register, unregister
 
