@@ -46,21 +46,13 @@ class Burgers(PDE):
     |u| ~ 0.4 RMS, max |u| ~ 1.5); the solver's ``refine`` (fine grid = refine * R points) and
     ``courant`` (time step, see the module docstring).
 
-    Default ``nu = 0.02`` (the paper's 0.01 is for 128 x 128). At the CPU default 64 x 64 the
-    interior floor of the 2nd-order residual is flat near its minimum for nu = 0.015-0.02
-    (MSE 1.1-1.2e-4; 2.7e-4 at nu = 0.01, 2.0e-4 at 0.03). At 0.02 the shock (tanh width
-    4 nu / jump ~ 2-3 pixels) is resolved: it carries < 10% of the floor, the rest comes from
-    the first ~5 time rows, where the initial condition's fine modes decay faster than the
-    output step 1/63 can follow (at 0.01 the shock is 1-2 pixels wide and carries 80%).
-    The paper setting is ``pirf.pdes.get("burgers", nu=0.01)`` at resolution 128.
-
-    Data floor (mean residual MSE of the data, 1000-10000 samples): 64 / nu = 0.02: interior
-    1.2e-4 (7e-4 Var u), boundary rows 2.4e-2; 128 / nu = 0.01: interior 4.1e-5 (2.4e-4 Var u),
-    boundary 5.9e-3. Against 1% (of the sample std) noise on the interior: x1100 for white
-    noise, x130 for noise smooth on 1 pixel, only x22 / x5.5 for noise smooth on 2 / 4 pixels
-    (128: x390 / x80): a 2nd-order stencil on 64 points has ~1% relative truncation error at
-    the solution's own scales, so it cannot tell a 1% error at those scales from the data.
-    The boundary rows (t = 0 and t = 1, one-sided differences) are far worse at t = 0.
+    Default ``nu = 0.02`` (the paper's 0.01 is for 128 x 128): at the CPU default 64 x 64
+    the interior floor of the 2nd-order residual is near its minimum there; at 0.02 the shock
+    (tanh width ~4 nu / jump, 2-3 pixels) is resolved, and most of the floor comes from the
+    first time rows, where the initial condition's fine modes decay faster than the output
+    step 1/63 can follow; at 0.01 the under-resolved shock dominates it. The paper setting is
+    ``pirf.pdes.get("burgers", nu=0.01)`` at resolution 128. Floors against nu and against
+    perturbations: ``python benchmarks/physics_checks.py`` (docs/pdes.md).
     """
 
     name: ClassVar[str] = "burgers"
