@@ -156,3 +156,58 @@ def test_user_data_without_floor_is_checked_against_fresh_reference(tmp_path):
     report = data.check_dataset(path)
     assert report.ok and "reference" in report.floor_source
     assert data.read_info(path).solver == "my own solver"
+
+
+def _start_generation(out, n=4000):
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "pirf.cli",
+        "data",
+        "generate",
+        "burgers",
+        "--n",
+        str(n),
+        "--resolution",
+        "32",
+        "--chunk",
+        "64",
+        "--out",
+        str(out),
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_temporary(folder, proc, timeout=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if list(folder.glob(".*.tmp-*")):
+            time.sleep(0.5)  # let it write a few chunks
+            return
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    raise AssertionError("the writer never created its temporary file")
+
+
+def test_interrupt_leaves_no_file_and_kill_leaves_only_a_stale_temporary(tmp_path):
+    import signal
+
+    out = tmp_path / "b.h5"
+    proc = _start_generation(out)
+    _wait_for_temporary(tmp_path, proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    assert list(tmp_path.iterdir()) == []
+
+    proc = _start_generation(out)
+    _wait_for_temporary(tmp_path, proc)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert not out.exists() and len(list(tmp_path.glob(".b.h5.tmp-*"))) == 1
+    data.generate_dataset(pdes.get("burgers"), 2, out, resolution=32, progress=False)  # cleans up
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.h5"] and data.read_info(out).n == 2

@@ -195,15 +195,15 @@ def data_check(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `pirf` console script: `PirfError` -> message on stderr, exit 2."""
+    """Entry point of the `pirf` console script: `PirfError` -> message on stderr, exit 2.
+
+    Ctrl-C exits with 130 (typer's convention); writers remove their temporary files on the way.
+    """
     try:
         app(args=argv, prog_name="pirf")
     except PirfError as err:
         err_console.print(f"[red]error:[/red] {err}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: nothing half-written was left behind")
-        sys.exit(130)
 
 
 if __name__ == "__main__":

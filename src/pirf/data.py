@@ -115,6 +115,27 @@ def _temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete temporary files of ``path`` left by writers that were killed (their pid is gone)."""
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 class DatasetWriter:
     """Write ``n`` samples of ``pde`` at ``resolution`` in batches, atomically.
 
@@ -155,6 +176,7 @@ class DatasetWriter:
         self._sum = np.zeros(len(pde.fields))
         self._sumsq = np.zeros(len(pde.fields))
         self._residuals = ResidualAccumulator(pde)
+        remove_stale_temporaries(self.path)
         self._tmp = _temporary_path(self.path)
         self._file: h5py.File | None = None
 
