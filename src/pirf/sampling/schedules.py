@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pirf.errors import ConfigError
+from pirf.models.denoiser import sigma_to_t, t_to_sigma  # the flow <-> EDM time map lives with the models
 
 
 def karras_sigmas(
@@ -79,11 +80,4 @@ def flow_sigmas(
     return t_to_sigma(t).to(dtype=dtype, device=device)
 
 
-def sigma_to_t(sigma: Tensor) -> Tensor:
-    """Rectified-flow time of an EDM noise level: t = sigma / (1 + sigma)."""
-    return sigma / (1 + sigma)
-
-
-def t_to_sigma(t: Tensor) -> Tensor:
-    """EDM noise level of a rectified-flow time: sigma = t / (1 - t) (t < 1)."""
-    return t / (1 - t)
+__all__ = ["flow_sigmas", "karras_sigmas", "sigma_to_t", "t_to_sigma"]

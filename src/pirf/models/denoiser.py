@@ -1,0 +1,267 @@
+"""Denoisers: EDM preconditioning around a backbone, and a flow-matching model behind the same call.
+
+Every sampler and fine-tuner in pirf talks to a model through one call,
+
+    D(x, sigma) -> x0_hat,        x = x0 + sigma n,   n ~ N(0, I),
+
+the denoised estimate of the clean (normalized) field at noise level sigma (Karras et al. 2022,
+"Elucidating the Design Space of Diffusion-Based Generative Models", EDM, Sec. 2). `Denoiser`
+builds D from a raw backbone F with EDM's preconditioning (Table 1); `FlowDenoiser` builds it from
+a rectified-flow velocity model (Liu et al. 2023; Lipman et al. 2023) through the change of
+variables sigma = t / (1 - t), x_t = x / (1 + sigma).
+
+Shapes: x is ``[B, C, H, W]``; sigma is a float, a 0-d tensor, or a ``[B]`` (or ``[B, 1, 1, 1]``)
+tensor. No value checks on sigma (they would synchronize inside differentiable loops): sigma must
+be >= 0; sigma = 0 returns x exactly (the limit of both maps).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from pirf.errors import ConfigError, ShapeError
+
+TimeSampling = Literal["uniform", "logit-normal"]
+
+
+@runtime_checkable
+class DenoiserLike(Protocol):
+    """What samplers and fine-tuners need: ``D(x, sigma) -> x0_hat`` and three facts about the model.
+
+    ``sigma_data`` is the data's standard deviation the model assumes (EDM: 0.5 for normalized
+    data), ``channels`` and ``resolution`` the field layout ``[B, channels, resolution, resolution]``.
+    """
+
+    sigma_data: float
+    channels: int
+    resolution: int
+
+    def __call__(self, x: Tensor, sigma: float | Tensor) -> Tensor: ...
+
+
+class Backbone(Protocol):
+    """A raw network ``F(x_in, c) -> Tensor`` shaped like ``x_in``; ``c`` is a ``[B]`` conditioning
+    (EDM's c_noise for `Denoiser`, the flow time t for `FlowDenoiser`)."""
+
+    channels: int
+    resolution: int
+
+    def __call__(self, x: Tensor, c: Tensor) -> Tensor: ...
+
+
+def _model_attribute(backbone: nn.Module, name: str, given: int | None) -> int:
+    value = given if given is not None else getattr(backbone, name, None)
+    if value is None:
+        raise ConfigError(
+            f"the backbone {type(backbone).__name__} has no `{name}` attribute",
+            f"pass {name}=... to the denoiser, or give the backbone a `{name}` attribute",
+        )
+    return int(value)
+
+
+def _check_field(x: Tensor, channels: int, who: str) -> Tensor:
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ShapeError(
+            f"{who}: expected a field of shape [B, {channels}, H, W], got {list(x.shape)}",
+            f"pass a batch [batch, {channels} channels, height, width] (add a batch axis with x[None])",
+        )
+    return x
+
+
+def sigma_column(sigma: float | Tensor, x: Tensor, what: str = "sigma") -> Tensor:
+    """Noise levels (or flow times) as a ``[B, 1, 1, 1]`` tensor in x's dtype and device.
+
+    Accepts a float, a 0-d tensor, or one value per sample (``[B]`` or ``[B, 1, 1, 1]``); a single
+    value is shared by the whole batch. ``what`` names the argument in errors.
+    """
+    batch = x.shape[0]
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if sigma.numel() == 1 and sigma.ndim in (0, 1, 4):
+        return sigma.reshape(1, 1, 1, 1).expand(batch, 1, 1, 1)
+    if sigma.shape in ((batch,), (batch, 1, 1, 1)):
+        return sigma.reshape(batch, 1, 1, 1)
+    raise ShapeError(
+        f"{what} of shape {list(sigma.shape)} does not match a batch of {batch}",
+        f"pass one {what} (a float or 0-d tensor) or one per sample, shape [{batch}]",
+    )
+
+
+def _call_backbone(backbone: nn.Module, x_in: Tensor, c: Tensor) -> Tensor:
+    out = backbone(x_in, c)
+    if out.shape != x_in.shape:
+        raise ShapeError(
+            f"the backbone returned shape {list(out.shape)} for an input of shape {list(x_in.shape)}",
+            "the backbone must return a tensor shaped like its input",
+        )
+    return out
+
+
+class Denoiser(nn.Module):
+    """EDM's preconditioned denoiser (Karras et al. 2022, eq. 7 and Table 1):
+
+        D(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma))
+
+        c_skip = sd^2 / (sigma^2 + sd^2)         c_out   = sigma sd / sqrt(sigma^2 + sd^2)
+        c_in   = 1 / sqrt(sigma^2 + sd^2)        c_noise = ln(sigma) / 4
+
+    with sd = ``sigma_data``. The backbone F sees unit-variance inputs and trains against a
+    unit-variance target at every sigma; D -> x as sigma -> 0 whatever F does.
+
+    ``backbone`` follows `Backbone`; ``channels`` and ``resolution`` default to its attributes.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        sigma_data: float = 0.5,
+        *,
+        channels: int | None = None,
+        resolution: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not sigma_data > 0:
+            raise ConfigError(f"sigma_data must be positive, got {sigma_data}", "use 0.5 for normalized data")
+        self.backbone = backbone
+        self.sigma_data = float(sigma_data)
+        self.channels = _model_attribute(backbone, "channels", channels)
+        self.resolution = _model_attribute(backbone, "resolution", resolution)
+
+    def preconditioning(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in, c_noise) of EDM Table 1, elementwise in sigma."""
+        sd = self.sigma_data
+        c_skip = sd**2 / (sigma**2 + sd**2)
+        c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
+        c_in = 1 / (sigma**2 + sd**2).sqrt()
+        c_noise = sigma.clamp_min(torch.finfo(sigma.dtype).tiny).log() / 4  # finite at sigma = 0
+        return c_skip, c_out, c_in, c_noise
+
+    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """x0_hat = D(x, sigma) for x ``[B, C, H, W]``; see the class docstring."""
+        sigma = sigma_column(sigma, _check_field(x, self.channels, "Denoiser"))
+        c_skip, c_out, c_in, c_noise = self.preconditioning(sigma)
+        return c_skip * x + c_out * _call_backbone(self.backbone, c_in * x, c_noise.flatten())
+
+
+def sigma_to_t(sigma: Tensor) -> Tensor:
+    """Flow time of an EDM noise level: t = sigma / (1 + sigma) (maps [0, inf) onto [0, 1))."""
+    return sigma / (1 + sigma)
+
+
+def t_to_sigma(t: Tensor) -> Tensor:
+    """EDM noise level of a flow time: sigma = t / (1 - t) (the noise-to-signal ratio of x_t)."""
+    return t / (1 - t)
+
+
+class FlowDenoiser(nn.Module):
+    """A rectified-flow velocity model behind the EDM call ``D(x, sigma) -> x0_hat``.
+
+    The flow (Liu et al. 2023, rectified flow; Lipman et al. 2023, the conditional OT path)
+
+        x_t = (1 - t) x0 + t eps,        v(x_t, t) ~ E[eps - x0 | x_t],
+
+    is the EDM state x = x0 + sigma eps scaled by 1 - t, with sigma = t / (1 - t):
+
+        x_t = x / (1 + sigma),   t = sigma / (1 + sigma),   x0_hat = x_t - t v(x_t, t).
+
+    So every EDM sampler drives a flow model unchanged. The backbone v is called as
+    ``velocity(x_t, t)`` with t in [0, 1) as its ``[B]`` conditioning, not scaled (as in
+    facebookresearch/flow_matching's image examples). ``sigma_data`` is metadata for samplers: a
+    flow has no preconditioning.
+    """
+
+    def __init__(
+        self,
+        velocity: nn.Module,
+        sigma_data: float = 0.5,
+        *,
+        channels: int | None = None,
+        resolution: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not sigma_data > 0:
+            raise ConfigError(f"sigma_data must be positive, got {sigma_data}", "use 0.5 for normalized data")
+        self.backbone = velocity
+        self.sigma_data = float(sigma_data)
+        self.channels = _model_attribute(velocity, "channels", channels)
+        self.resolution = _model_attribute(velocity, "resolution", resolution)
+
+    def velocity(self, x_t: Tensor, t: float | Tensor) -> Tensor:
+        """v(x_t, t) for x_t ``[B, C, H, W]`` and t a float or ``[B]`` tensor of flow times."""
+        t = sigma_column(t, _check_field(x_t, self.channels, "FlowDenoiser"), "t")
+        return _call_backbone(self.backbone, x_t, t.flatten())
+
+    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """x0_hat = x_t - t v(x_t, t) at x_t = x / (1 + sigma), t = sigma / (1 + sigma)."""
+        sigma = sigma_column(sigma, _check_field(x, self.channels, "FlowDenoiser"))
+        t, x_t = sigma_to_t(sigma), x / (1 + sigma)
+        return x_t - t * self.velocity(x_t, t)
+
+
+def edm_loss(
+    denoiser: DenoiserLike,
+    x0: Tensor,
+    generator: torch.Generator | None = None,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+) -> Tensor:
+    """EDM's denoising loss (Karras et al. 2022, eq. 2 and Sec. 5, Table 1 "training"), a scalar:
+
+        ln sigma ~ N(P_mean, P_std^2),   lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2,
+        loss = mean over batch and elements of lambda(sigma) (D(x0 + sigma n, sigma) - x0)^2.
+
+    lambda makes the effective target of F unit-weighted at every sigma. One sigma per sample;
+    ``generator`` seeds both sigma and n (on x0's device).
+    """
+    _check_field(x0, denoiser.channels, "edm_loss")
+    kw = {"generator": generator, "dtype": x0.dtype, "device": x0.device}
+    sigma = (p_mean + p_std * torch.randn((x0.shape[0], 1, 1, 1), **kw)).exp()
+    n = torch.randn(x0.shape, **kw)
+    sd = denoiser.sigma_data
+    weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
+    return (weight * (denoiser(x0 + sigma * n, sigma.flatten()) - x0) ** 2).mean()
+
+
+def sample_flow_times(
+    batch: int,
+    like: Tensor,
+    generator: torch.Generator | None = None,
+    time_sampling: TimeSampling = "uniform",
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+) -> Tensor:
+    """Training times t ``[B]``: U(0, 1), or logit-normal t = sigmoid(N(m, s^2)) (Esser et al. 2024,
+    SD3, Sec. 3.1), which spends more samples at mid-range t."""
+    kw = {"generator": generator, "dtype": like.dtype, "device": like.device}
+    if time_sampling == "uniform":
+        return torch.rand(batch, **kw)
+    if time_sampling == "logit-normal":
+        return torch.sigmoid(logit_mean + logit_std * torch.randn(batch, **kw))
+    raise ConfigError(
+        f"unknown time_sampling {time_sampling!r}", "use time_sampling='uniform' or 'logit-normal'"
+    )
+
+
+def flow_matching_loss(
+    model: FlowDenoiser,
+    x0: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    time_sampling: TimeSampling = "uniform",
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+) -> Tensor:
+    """Conditional flow-matching loss (Lipman et al. 2023, eq. 9; rectified flow), a scalar:
+
+        x_t = (1 - t) x0 + t eps,   loss = mean over batch and elements of (v(x_t, t) - (eps - x0))^2,
+
+    with one t per sample from `sample_flow_times`. ``generator`` seeds t and eps.
+    """
+    _check_field(x0, model.channels, "flow_matching_loss")
+    t = sample_flow_times(x0.shape[0], x0, generator, time_sampling, logit_mean, logit_std)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    t4 = t.reshape(-1, 1, 1, 1)
+    x_t = (1 - t4) * x0 + t4 * eps
+    return ((model.velocity(x_t, t) - (eps - x0)) ** 2).mean()
