@@ -1,0 +1,277 @@
+"""Pretraining of the base model: EDM denoising score matching or flow matching on a data set.
+
+One loop (`pretrain`): sample a batch -> loss -> step -> EMA -> log -> checkpoint, on
+`accelerate` (CPU, one GPU, or DDP under ``accelerate launch`` / ``torchrun``). Every random
+draw of step s is seeded by (seed, s): the batch order from a per-epoch permutation, the noise
+and dropout from a generator seeded per step. A run resumed from its last checkpoint therefore
+reproduces the uninterrupted run bit for bit on CPU.
+
+Run folder: ``config.json`` (the resolved config), ``metrics.jsonl`` (one line per log step),
+``checkpoints/latest.{safetensors,json}`` (model, EMA, optimizer, step) and, at the end,
+``model.{safetensors,json}`` (model and EMA weights only, the file other stages load).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from pirf.data import FieldDataset
+from pirf.errors import ConfigError, NonFiniteError, OutputExistsError
+from pirf.models.backbone import UNetConfig
+from pirf.models.checkpoint import checkpoint_paths, load_checkpoint, load_into, save_checkpoint
+from pirf.models.denoiser import edm_loss, flow_matching_loss
+from pirf.models.factory import build_denoiser, describe
+from pirf.training.ema import EMA, ema_beta
+from pirf.training.progress import progress_bar
+from pirf.training.state import load_optimizer, optimizer_tensors, prefixed, unprefixed
+
+PERIODIC_AXES = {"dirichlet": None, "periodic": "xy", "periodic-x": "x"}
+
+
+@dataclass
+class ModelConfig:
+    """The base model: ``kind`` "edm" (denoiser) or "flow" (rectified flow), and its U-Net."""
+
+    kind: str = "edm"
+    sigma_data: float = 1.0  # pirf data are standardized per channel: unit variance
+    base_channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    layers_per_block: int = 1
+    attention_resolutions: tuple[int, ...] = ()
+    dropout: float = 0.0
+    mid_attention: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    """Everything `pretrain` needs; saved in the run folder and in every checkpoint."""
+
+    data: str = ""
+    out: str = "runs/pretrain"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 2e-4
+    betas: tuple[float, ...] = (0.9, 0.999)
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_halflife_samples: float = 10_000.0
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    flow_time_sampling: str = "uniform"
+    seed: int = 0
+    log_every: int = 25
+    checkpoint_every: int = 250
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    steps: int
+    final_loss: float
+    seconds: float
+
+
+def _unet_config(cfg: ModelConfig, channels: int, resolution: int, boundary: str) -> UNetConfig:
+    return UNetConfig(
+        channels=channels,
+        resolution=resolution,
+        base_channels=cfg.base_channels,
+        channel_mult=tuple(cfg.channel_mult),
+        layers_per_block=cfg.layers_per_block,
+        attention_resolutions=tuple(cfg.attention_resolutions),
+        dropout=cfg.dropout,
+        periodic=PERIODIC_AXES[boundary],
+        mid_attention=cfg.mid_attention,
+    )
+
+
+def _step_seed(seed: int, step: int, rank: int = 0) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+class BatchOrder:
+    """Sample indices of each step: position p = step * B + b walks through per-epoch
+    permutations seeded by (seed, epoch), so any step's batch is known without replaying."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self._epoch, self._perm = -1, np.arange(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return self._perm
+
+    def indices(self, step: int) -> np.ndarray:
+        positions = step * self.batch_size + np.arange(self.batch_size)
+        return np.array([self._permutation(int(p // self.n))[p % self.n] for p in positions])
+
+
+def _loss(model, x0: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator) -> torch.Tensor:
+    if cfg.model.kind == "edm":
+        return edm_loss(model, x0, generator, cfg.p_mean, cfg.p_std)
+    return flow_matching_loss(model, x0, generator, time_sampling=cfg.flow_time_sampling)
+
+
+def _learning_rate(cfg: PretrainConfig, step: int) -> float:
+    """Linear warm-up over ``warmup_steps``, then constant (EDM's lr ramp)."""
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+
+
+def _record(cfg: PretrainConfig, dataset: FieldDataset, model, step: int, seconds: float) -> dict[str, Any]:
+    info = dataset.info
+    return {
+        "stage": "pretrain",
+        "pde": info.pde.name,
+        "pde_params": info.pde.params(),
+        "fields": list(info.pde.fields),
+        "resolution": info.resolution,
+        "normalization": info.normalization.to_dict(),
+        "data": {
+            "path": str(info.path),
+            "n": info.n,
+            "seed": info.seed,
+            "solver": info.solver,
+            "floor": info.floor,
+        },
+        "model": describe(model),
+        "config": dataclasses.asdict(cfg),
+        "step": step,
+        "train_seconds": seconds,
+    }
+
+
+def _prepare_run_dir(cfg: PretrainConfig, resume: bool) -> Path:
+    run_dir = Path(cfg.out)
+    latest = checkpoint_paths(run_dir / "checkpoints" / "latest")[1]
+    if resume:
+        return run_dir
+    if latest.exists():
+        raise OutputExistsError(
+            f"{run_dir} already holds a run", "pass --resume to continue it, or choose another --out"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / "config.json.tmp"
+    tmp.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    os.replace(tmp, run_dir / "config.json")
+    (run_dir / "metrics.jsonl").write_text("")
+    return run_dir
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after the checkpoint a run resumes from (they will be redone)."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in lines))
+    os.replace(tmp, path)
+
+
+def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True) -> PretrainResult:
+    """Train a base model on ``cfg.data``; with ``resume`` continue the run in ``cfg.out``."""
+    if not cfg.data:
+        raise ConfigError("pretrain: no data set given", "pass a data file: data=path/to/file.h5")
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise ConfigError("pretrain: steps and batch_size must be positive")
+    accelerator = Accelerator()
+    dataset = FieldDataset(cfg.data)
+    unet = _unet_config(cfg.model, len(dataset.pde.fields), dataset.info.resolution, dataset.pde.boundary)
+    torch.manual_seed(cfg.seed)
+    model = build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+    ema = EMA(model)
+    run_dir = _prepare_run_dir(cfg, resume)
+    start, seconds, pending = 0, 0.0, []
+    latest = run_dir / "checkpoints" / "latest"
+    if resume:
+        tensors, record = load_checkpoint(latest, expect={"stage": "pretrain"})
+        load_into(model, unprefixed("model", tensors))
+        ema.load_state_dict(unprefixed("ema", tensors))
+        load_optimizer(optimizer, tensors, record["optimizer"])
+        start, seconds = int(record["step"]), float(record["train_seconds"])
+        pending = [torch.tensor(v, dtype=torch.float32) for v in record.get("pending_losses", [])]
+        _truncate_metrics(run_dir / "metrics.jsonl", start)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    order = BatchOrder(len(dataset), cfg.batch_size, cfg.seed)
+    beta = ema_beta(cfg.batch_size, cfg.ema_halflife_samples)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    losses: list[torch.Tensor] = pending  # losses since the last log line (kept across a resume)
+    t0, last = time.perf_counter(), float("nan")
+
+    def save(step: int) -> None:
+        raw = accelerator.unwrap_model(model)
+        opt_tensors, opt_record = optimizer_tensors(optimizer)
+        tensors = {**prefixed("model", raw.state_dict()), **prefixed("ema", ema.state_dict()), **opt_tensors}
+        record = _record(cfg, dataset, raw, step, seconds + time.perf_counter() - t0)
+        record |= {"optimizer": opt_record, "pending_losses": [float(v) for v in losses]}
+        save_checkpoint(latest, tensors, record)
+
+    with progress_bar(progress and accelerator.is_main_process, "pretrain", cfg.steps, start) as bar:
+        for step in range(start, cfg.steps):
+            idx = order.indices(step)[rank::world]
+            x0 = torch.stack([dataset[int(i)] for i in idx]).to(accelerator.device)
+            generator = torch.Generator(device=accelerator.device).manual_seed(
+                _step_seed(cfg.seed, step, rank)
+            )
+            torch.manual_seed(_step_seed(cfg.seed, step, rank))  # dropout
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(cfg, step)
+            loss = _loss(model, x0, cfg, generator)
+            if not torch.isfinite(loss):
+                raise NonFiniteError(
+                    f"pretrain: the loss is {loss.item()} at step {step}",
+                    "lower lr, or check the data with `pirf data check`",
+                )
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if cfg.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            ema.update(accelerator.unwrap_model(model), beta)
+            losses.append(loss.detach())
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                last = float(torch.stack(losses).mean())
+                losses.clear()
+                elapsed = time.perf_counter() - t0
+                line = {
+                    "step": done,
+                    "loss": last,
+                    "lr": _learning_rate(cfg, step),
+                    "samples_per_s": (done - start) * cfg.batch_size / max(elapsed, 1e-9),
+                    "seconds": seconds + elapsed,
+                }
+                if accelerator.is_main_process:
+                    with (run_dir / "metrics.jsonl").open("a") as f:
+                        f.write(json.dumps(line) + "\n")
+                bar.update(done, loss=last)
+            if accelerator.is_main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                save(done)
+    total = seconds + time.perf_counter() - t0
+    if accelerator.is_main_process:
+        export(latest, run_dir / "model")
+    return PretrainResult(run_dir, cfg.steps, last if math.isfinite(last) else float("nan"), total)
+
+
+def export(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write a checkpoint's model and EMA weights (no optimizer state) as a loadable model file."""
+    tensors, record = load_checkpoint(checkpoint)
+    keep = {k: v for k, v in tensors.items() if k.startswith(("model.", "ema."))}
+    record = {k: v for k, v in record.items() if k not in ("optimizer", "sha256", "format", "format_version")}
+    return save_checkpoint(out, keep, record)
+
+
+__all__ = ["ModelConfig", "PretrainConfig", "PretrainResult", "export", "pretrain"]
