@@ -11,7 +11,7 @@ from pirf import data
 from pirf.errors import DataFileError, OutputExistsError
 from pirf.models.checkpoint import load_checkpoint
 from pirf.models.factory import load_denoiser
-from pirf.training import ModelConfig, PretrainConfig, pretrain
+from pirf.training import DataConfig, ModelConfig, PretrainConfig, pretrain
 
 TINY = ModelConfig(base_channels=8, channel_mult=(1, 2), mid_attention=False)
 
@@ -25,7 +25,7 @@ def poisson_file(tmp_path_factory):
 
 def _config(poisson_file, out, **kw):
     base = dict(
-        data=str(poisson_file),
+        data=DataConfig(path=str(poisson_file)),
         out=str(out),
         model=TINY,
         steps=6,

@@ -194,6 +194,46 @@ def data_check(
         raise typer.Exit(1)
 
 
+@app.command("pretrain")
+def pretrain_command(
+    config: Annotated[
+        str | None, typer.Argument(help="a YAML file, or a shipped config: darcy, darcy-gpu, ...")
+    ] = None,
+    override: Annotated[
+        list[str] | None, typer.Option("--set", "-p", help="override a config key: key.sub=value")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run in the config's `out` folder")] = False,
+    show: Annotated[bool, typer.Option(help="print the resolved config and exit")] = False,
+) -> None:
+    """Pretrain a base model (EDM or flow matching) on a data set; `accelerate launch` runs it on
+    several GPUs. The data set is generated first when missing and `data.pde` is set."""
+    from pirf.config import (
+        apply_overrides,
+        dump_yaml,
+        from_dict,
+        load_config,
+        read_json_config,
+        resolve_config,
+    )
+    from pirf.training import PretrainConfig, pretrain
+
+    path = None if config is None else resolve_config("pretrain", config)
+    cfg = load_config(PretrainConfig, path, override or [])
+    if resume:
+        saved = Path(cfg.out) / "config.json"
+        if saved.exists():  # the run's own config, with this call's overrides (e.g. more steps)
+            base = read_json_config(saved)
+            cfg = from_dict(PretrainConfig, apply_overrides(base, override or []), where=str(saved))
+    if show:
+        console.print(dump_yaml(cfg), highlight=False)
+        return
+    result = pretrain(cfg, resume=resume)
+    console.print(
+        f"trained {result.steps} steps in {result.seconds:.0f} s, final loss {result.final_loss:.4f}; "
+        f"model: {result.run_dir / 'model.safetensors'}"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `pirf` console script: `PirfError` -> message on stderr, exit 2.
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import json
 import numbers
 import os
 import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -38,8 +40,11 @@ __all__ = [
     "dump_yaml",
     "from_dict",
     "load_config",
+    "packaged_configs",
     "parse_value",
+    "read_json_config",
     "read_yaml",
+    "resolve_config",
     "save_config",
     "to_dict",
 ]
@@ -116,6 +121,17 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
             "write 'key: value' lines at the top level",
         )
     return dict(data)
+
+
+def read_json_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a config saved as JSON (a run folder's ``config.json``)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot read config {str(path)!r}: {err}", "check the run folder") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a JSON object")
+    return data
 
 
 # --- merge and overrides --------------------------------------------------------------------------
@@ -390,6 +406,30 @@ def load_config(
         data = deep_merge(data, read_yaml(path))
     data = apply_overrides(data, overrides)
     return from_dict(cls, data, where=cls.__name__)
+
+
+def packaged_configs(stage: str) -> list[str]:
+    """Names of the configs shipped for ``stage`` (``"pretrain"`` -> ``["burgers", "burgers-gpu", ...]``)."""
+    folder = resources.files("pirf") / "configs" / stage
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config(stage: str, spec: str | os.PathLike) -> Path:
+    """A config file: ``spec`` itself when it is a file, else the shipped config named ``spec``."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    names = packaged_configs(stage)
+    if str(spec) in names:
+        return Path(str(resources.files("pirf") / "configs" / stage / f"{spec}.yaml"))
+    close = difflib.get_close_matches(str(spec), names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(
+        f"{str(spec)!r} is neither a config file nor a shipped {stage} config",
+        f"{hint}shipped: {', '.join(names) or 'none'}",
+    )
 
 
 def dump_yaml(instance: Any) -> str:

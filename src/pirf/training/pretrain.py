@@ -13,20 +13,21 @@ Run folder: ``config.json`` (the resolved config), ``metrics.jsonl`` (one line p
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 
-from pirf.data import FieldDataset
+from pirf import pdes
+from pirf.config import to_dict
+from pirf.data import FieldDataset, generate_dataset
 from pirf.errors import ConfigError, NonFiniteError, OutputExistsError
 from pirf.models.backbone import UNetConfig
 from pirf.models.checkpoint import checkpoint_paths, load_checkpoint, load_into, save_checkpoint
@@ -40,10 +41,24 @@ PERIODIC_AXES = {"dirichlet": None, "periodic": "xy", "periodic-x": "x"}
 
 
 @dataclass
+class DataConfig:
+    """The training set: an HDF5 file at ``path``; when it is missing and ``pde`` is given it is
+    generated first (``n`` samples, ``seed``, ``resolution``, physical ``params``), so one
+    command retrains a model from nothing."""
+
+    path: str = ""
+    pde: str | None = None
+    n: int = 5000
+    seed: int = 0
+    resolution: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class ModelConfig:
     """The base model: ``kind`` "edm" (denoiser) or "flow" (rectified flow), and its U-Net."""
 
-    kind: str = "edm"
+    kind: Literal["edm", "flow"] = "edm"
     sigma_data: float = 1.0  # pirf data are standardized per channel: unit variance
     base_channels: int = 32
     channel_mult: tuple[int, ...] = (1, 2, 2)
@@ -57,7 +72,7 @@ class ModelConfig:
 class PretrainConfig:
     """Everything `pretrain` needs; saved in the run folder and in every checkpoint."""
 
-    data: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
     out: str = "runs/pretrain"
     model: ModelConfig = field(default_factory=ModelConfig)
     steps: int = 2000
@@ -69,7 +84,7 @@ class PretrainConfig:
     ema_halflife_samples: float = 10_000.0
     p_mean: float = -1.2
     p_std: float = 1.2
-    flow_time_sampling: str = "uniform"
+    flow_time_sampling: Literal["uniform", "logit-normal"] = "uniform"
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 250
@@ -147,7 +162,7 @@ def _record(cfg: PretrainConfig, dataset: FieldDataset, model, step: int, second
             "floor": info.floor,
         },
         "model": describe(model),
-        "config": dataclasses.asdict(cfg),
+        "config": to_dict(cfg),
         "step": step,
         "train_seconds": seconds,
     }
@@ -164,7 +179,7 @@ def _prepare_run_dir(cfg: PretrainConfig, resume: bool) -> Path:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / "config.json.tmp"
-    tmp.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    tmp.write_text(json.dumps(to_dict(cfg), indent=1))
     os.replace(tmp, run_dir / "config.json")
     (run_dir / "metrics.jsonl").write_text("")
     return run_dir
@@ -180,14 +195,31 @@ def _truncate_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def ensure_data(cfg: DataConfig, *, progress: bool = True) -> Path:
+    """The training file of ``cfg``, generated first when it is missing and ``cfg.pde`` is set."""
+    if not cfg.path:
+        raise ConfigError("pretrain: no data set given", "pass a data file: -p data.path=path/to/file.h5")
+    path = Path(cfg.path)
+    if path.exists():
+        return path
+    if cfg.pde is None:
+        raise ConfigError(
+            f"pretrain: data file {str(path)!r} does not exist",
+            "generate it (`pirf data generate`) or set data.pde to generate it here",
+        )
+    pde = pdes.get(cfg.pde, **cfg.params)
+    generate_dataset(pde, cfg.n, path, resolution=cfg.resolution, seed=cfg.seed, progress=progress)
+    return path
+
+
 def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True) -> PretrainResult:
     """Train a base model on ``cfg.data``; with ``resume`` continue the run in ``cfg.out``."""
-    if not cfg.data:
-        raise ConfigError("pretrain: no data set given", "pass a data file: data=path/to/file.h5")
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ConfigError("pretrain: steps and batch_size must be positive")
     accelerator = Accelerator()
-    dataset = FieldDataset(cfg.data)
+    with accelerator.main_process_first():
+        data_path = ensure_data(cfg.data, progress=progress and accelerator.is_main_process)
+    dataset = FieldDataset(data_path)
     unet = _unet_config(cfg.model, len(dataset.pde.fields), dataset.info.resolution, dataset.pde.boundary)
     torch.manual_seed(cfg.seed)
     model = build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data)
@@ -274,4 +306,4 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     return save_checkpoint(out, keep, record)
 
 
-__all__ = ["ModelConfig", "PretrainConfig", "PretrainResult", "export", "pretrain"]
+__all__ = ["DataConfig", "ModelConfig", "PretrainConfig", "PretrainResult", "export", "pretrain"]
