@@ -234,6 +234,119 @@ def pretrain_command(
     )
 
 
+SpecArgument = Annotated[
+    str,
+    typer.Argument(help="a benchmark name (its shipped model), a run folder, or a model file (.safetensors)"),
+]
+SeedOption = Annotated[int, typer.Option(help="sampling seed; sample i depends only on (seed, i)")]
+SamplerOption = Annotated[str, typer.Option(help="heun (EDM Alg. 1), euler, ddim or flow_sde")]
+BatchOption = Annotated[int, typer.Option("--batch-size", help="samples per network call")]
+DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if present)")]
+OverwriteOption = Annotated[bool, typer.Option(help="replace existing results in --out")]
+
+
+@app.command("sample")
+def sample_command(
+    spec: SpecArgument,
+    out: Annotated[Path, typer.Option(help="output folder: samples.h5 and samples.png")],
+    n: Annotated[int, typer.Option("--n", help="number of samples")] = 16,
+    steps: Annotated[int, typer.Option(help="sampler steps (Heun: 2 steps - 1 network calls)")] = 20,
+    seed: SeedOption = 0,
+    sampler: SamplerOption = "heun",
+    batch_size: BatchOption = 64,
+    device: DeviceOption = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Draw samples of a trained model and write them, in physical units, as a pirf data file
+    (`pirf data check OUT/samples.h5` compares them with the model's data floor)."""
+    from pirf.evaluation.metrics import relative_to_floor, residual_summary
+    from pirf.evaluation.runner import record_pde, sample
+
+    path, drawn, record = sample(
+        spec,
+        out,
+        n=n,
+        steps=steps,
+        seed=seed,
+        sampler=sampler,
+        batch_size=batch_size,
+        device=device,
+        overwrite=overwrite,
+    )
+    console.print(
+        f"wrote {n} samples to {path} in {drawn.seconds:.1f} s ({drawn.samples_per_s:.2f} samples/s, "
+        f"{drawn.nfe_per_sample} network calls per sample, {drawn.device})"
+    )
+    floor = record.get("data", {}).get("floor") or {}
+    residual = residual_summary(record_pde(record), drawn.fields)
+    ratios = relative_to_floor(residual, floor)
+    table = Table(title="residual of the samples vs the data floor")
+    for col in ("region", "median MSE", "floor median MSE", "ratio"):
+        table.add_column(col)
+    for part, stats in residual.items():
+        ref = floor.get(part, {}).get("median_mse", float("nan"))
+        table.add_row(
+            part, f"{stats['median_mse']:.3e}", f"{ref:.3e}", f"{ratios.get(part, float('nan')):.3g}"
+        )
+    console.print(table)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    spec: SpecArgument,
+    out: Annotated[Path, typer.Option(help="output folder: report.json, report.md and figures")],
+    n: Annotated[int, typer.Option("--n", help="samples per step count")] = 256,
+    steps: Annotated[
+        list[int] | None, typer.Option(help="sampler steps; repeat for several (--steps 20 --steps 80)")
+    ] = None,
+    seed: SeedOption = 0,
+    sampler: SamplerOption = "heun",
+    reference: Annotated[
+        Path | None, typer.Option(help="held-out data file (default: solve one, cached in $PIRF_CACHE)")
+    ] = None,
+    n_reference: Annotated[int, typer.Option(help="size of the solved reference set")] = 256,
+    train: Annotated[
+        Path | None,
+        typer.Option(help="training data for the memorization check (default: the model's own, if here)"),
+    ] = None,
+    batch_size: BatchOption = 64,
+    device: DeviceOption = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Sample a trained model and score it: residual per region beside the data floor, fidelity
+    to held-out data, memorization, cost; writes report.json, report.md and figures."""
+    from pirf.evaluation.report import summary_rows
+    from pirf.evaluation.runner import evaluate
+
+    report = evaluate(
+        spec,
+        n=n,
+        steps=steps or [20],
+        seed=seed,
+        sampler=sampler,
+        reference=reference,
+        train=train,
+        n_reference=n_reference,
+        batch_size=batch_size,
+        device=device,
+        out=out,
+        overwrite=overwrite,
+    )
+    model = report["model"]
+    headers, rows = summary_rows(report)
+    table = Table(title=f"{model['pde']} {model['resolution']}x{model['resolution']}: {model['path']}")
+    for col in headers:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    for run in report["runs"]:
+        if run["nonfinite"]:
+            err_console.print(f"{run['steps']} steps: {run['nonfinite']} of {run['n']} samples are NaN/inf")
+    console.print(f"memorization: {report['train']['note']}")
+    console.print(f"reports and figures in {out} ({report['seconds']:.1f} s)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `pirf` console script: `PirfError` -> message on stderr, exit 2.
 

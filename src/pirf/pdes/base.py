@@ -77,6 +77,10 @@ class PDE(ABC):
     paper_params: ClassVar[dict[str, Any]] = {}
     """Parameters of the papers' setting at ``paper_resolution`` (where they differ from the CPU defaults)."""
     min_resolution: ClassVar[int] = 8
+    reward_channels: ClassVar[tuple[str, ...] | None] = None
+    """Channels a residual reward may move by default (None: all of them). Inputs of the problem
+    (a coefficient, a source) are best held fixed: a reward that may move them can satisfy the
+    equation by changing the problem, which is where reward hacking starts (`pirf.rewards`)."""
     samples_per_group: ClassVar[int] = 1
     """Samples that one solver run yields together (Kolmogorov: frames of one trajectory)."""
 
@@ -125,6 +129,13 @@ class PDE(ABC):
     @abstractmethod
     def residual(self, x: Tensor) -> Tensor:
         """Residual map ``[B, H, W]`` of physical fields ``x: [B, C, H, W]`` (differentiable)."""
+
+    def project(self, x: Tensor) -> Tensor:
+        """Map generated fields onto the data's admissible set before a reward scores them.
+
+        The identity here; Darcy snaps the coefficient onto its two phases (PIRF, Sec. 5.1).
+        """
+        return x
 
     def regions(self, x: Tensor) -> dict[str, Tensor]:
         """Boolean masks ``[B, H, W]`` that partition the pixels into named residual parts.

@@ -181,6 +181,7 @@ class Darcy(PDE):
 
     name: ClassVar[str] = "darcy"
     fields: ClassVar[tuple[str, ...]] = ("a", "u")
+    reward_channels: ClassVar[tuple[str, ...] | None] = ("u",)  # a is projected, never moved
     boundary: ClassVar = "dirichlet"
     description: ClassVar[str] = (
         "-div(a grad u) = 1 on (0,1)^2, u = 0 on the boundary, a = 12 where GRF(2, 3) >= 0 else 3"
@@ -306,6 +307,13 @@ class Darcy(PDE):
         h = 1.0 / (x.shape[-1] - 1)
         operator = flux_form_operator if self.residual_form == "conservative" else nonconservative_operator
         return embed_interior(operator(a, u, h) - self.forcing, u)
+
+    def project(self, x: Tensor) -> Tensor:
+        """Snap ``a`` onto its two phases, a = a_high where a > (a_low + a_high)/2 else a_low
+        (PIRF thresholds the generated permeability the same way); ``u`` is kept. No gradient
+        flows through the projected ``a``."""
+        a = torch.where(x[:, :1] > 0.5 * (self.a_low + self.a_high), self.a_high, self.a_low)
+        return torch.cat([a.to(x.dtype).detach(), x[:, 1:]], dim=1)
 
     def regions(self, x: Tensor) -> dict[str, Tensor]:
         """Bool masks ``[B, R, R]``: ``boundary`` (the ring), ``interface`` (interior nodes with a

@@ -33,6 +33,7 @@ class DirichletElliptic(PDE):
     """Shared machinery of `Poisson` and `Helmholtz` (a sine-series solve and a 5-point residual)."""
 
     fields: ClassVar[tuple[str, ...]] = ("f", "u")
+    reward_channels: ClassVar[tuple[str, ...] | None] = ("u",)  # the source poses the problem
     boundary: ClassVar = "dirichlet"
     default_resolution: ClassVar[int] = 64
     min_resolution: ClassVar[int] = 8

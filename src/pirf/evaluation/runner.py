@@ -1,0 +1,597 @@
+"""Sampling a trained model and evaluating its samples: what ``pirf sample`` and ``pirf evaluate`` run.
+
+- `resolve_model` turns a command-line SPEC (a benchmark name, a run folder, a checkpoint file)
+  into a checkpoint path.
+- `generate_samples` draws ``n`` samples in physical units with per-sample seeds: sample i
+  starts from noise drawn by a generator seeded with ``SeedSequence([seed, i])``, so it depends
+  only on (seed, i) -- ``n = 10`` is a prefix of ``n = 100``, whatever the batch size.
+- `score_samples` is the metric path on arrays: residual statistics per region next to the data
+  floor (ratio = samples' median MSE / floor's median MSE), and `fidelity_report` against a
+  held-out reference set (and memorization against the training set when given).
+- `evaluate` puts them together for a checkpoint at one or several step counts, and (with
+  ``out``) writes ``report.json``, ``report.md`` and figures (`pirf.evaluation.report`).
+
+The held-out reference set, unless given, is solved fresh: ``n_reference`` samples of the
+model's PDE, parameters and resolution with seed = training seed + `REFERENCE_SEED_OFFSET`,
+cached under ``${PIRF_CACHE:-~/.cache/pirf}/reference/``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import track
+
+import pirf
+from pirf import pdes
+from pirf.data import DatasetInfo, generate_dataset, read_fields, read_info
+from pirf.errors import ConfigError, DataFileError, PirfError, UnknownNameError
+from pirf.evaluation.metrics import fidelity_report, relative_to_floor, residual_summary
+from pirf.models.checkpoint import checkpoint_paths
+from pirf.models.denoiser import FlowDenoiser
+from pirf.models.factory import load_denoiser
+from pirf.normalization import Normalization
+from pirf.sampling import SAMPLERS, flow_sigmas, karras_sigmas, per_sample_noise
+
+REFERENCE_SEED_OFFSET = 10_000
+"""Held-out reference seed = training-data seed + this (sample i of seed s is SeedSequence([s, i]))."""
+STOCHASTIC_OPTIONS: dict[str, dict[str, float]] = {"ddim": {"eta": 1.0}, "flow_sde": {"noise_level": 0.7}}
+RECORD_KEYS = ("pde", "pde_params", "resolution", "normalization", "model")
+
+Model = torch.nn.Module
+
+
+# -- finding a model ---------------------------------------------------------------------------------
+def zoo_model(name: str) -> Path:
+    """Path of the model shipped for benchmark ``name`` (it may not exist)."""
+    return Path(str(resources.files("pirf") / "zoo" / name / "model.safetensors"))
+
+
+def resolve_model(spec: str | os.PathLike) -> Path:
+    """The checkpoint (``.safetensors`` path) that a command-line SPEC names.
+
+    In order: a registered benchmark name (``poisson``) -> the shipped model
+    ``pirf/zoo/<name>/model.safetensors``; a run folder -> its ``model.safetensors``; a
+    checkpoint path with or without suffix -> itself. Write ``./poisson`` for a folder that is
+    named like a benchmark. Anything else is an `UnknownNameError` listing the benchmarks.
+    """
+    text = str(spec)
+    if text in pdes.names():
+        path = zoo_model(text)
+        if not path.is_file():
+            raise DataFileError(
+                f"no shipped model for {text!r} in this pirf installation",
+                f"train one with `pirf pretrain {text}`, then give its file instead of the name: "
+                f"--model runs/pretrain/{text}/model.safetensors (or the run folder runs/pretrain/{text})",
+            )
+        return path
+    path = Path(spec)
+    if path.is_dir():
+        weights, meta = checkpoint_paths(path / "model")
+        if weights.exists() or meta.exists():
+            return weights
+        raise DataFileError(
+            f"the folder {path} holds no model.safetensors (an unfinished run?)",
+            f"finish the run (`pirf pretrain ... --resume`) or pass a checkpoint such as "
+            f"{path / 'checkpoints' / 'latest.safetensors'}",
+        )
+    weights, meta = checkpoint_paths(path)
+    if weights.exists() or meta.exists():
+        return weights
+    close = difflib.get_close_matches(text, pdes.names(), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UnknownNameError(
+        f"{text!r} is neither a benchmark name, a run folder nor a model file",
+        f"{hint}benchmarks: {', '.join(pdes.names())}; or give a run folder or a .safetensors file",
+    )
+
+
+def load_model(spec: str | os.PathLike) -> tuple[Model, dict[str, Any], Path]:
+    """(model in eval mode with its EMA weights, checkpoint record, checkpoint path) of SPEC."""
+    path = resolve_model(spec)
+    expect = {"pde": str(spec)} if str(spec) in pdes.names() else None
+    model, record = load_denoiser(path, expect=expect)
+    missing = [key for key in RECORD_KEYS if key not in record]
+    if missing:
+        raise DataFileError(
+            f"the checkpoint {path} lacks {', '.join(missing)} in its record",
+            "use a model exported by `pirf pretrain` (or a later pirf stage)",
+        )
+    return model, record, path
+
+
+def record_pde(record: dict[str, Any]) -> pdes.PDE:
+    """The PDE instance (with its physical parameters) a model was trained on."""
+    return pdes.get(record["pde"], **record.get("pde_params", {}))
+
+
+# -- sampling ----------------------------------------------------------------------------------------
+@dataclass
+class Samples:
+    """Physical samples of a model and what they cost."""
+
+    fields: np.ndarray  # [n, C, R, R] float32, physical units (may hold NaN/inf if the model diverged)
+    steps: int
+    sampler: str
+    nfe_per_sample: int  # network calls per chain (Heun: 2 steps - 1)
+    network_calls: int  # batched network calls in total (nfe_per_sample x batches)
+    seconds: float
+    device: str
+
+    @property
+    def samples_per_s(self) -> float:
+        return len(self.fields) / max(self.seconds, 1e-12)
+
+    def finite(self) -> np.ndarray:
+        """Boolean ``[n]``: samples without NaN or inf."""
+        return np.isfinite(self.fields).all(axis=(1, 2, 3))
+
+    def cost(self) -> dict[str, Any]:
+        return {
+            "network_calls_per_sample": self.nfe_per_sample,
+            "network_calls": self.network_calls,
+            "seconds": self.seconds,
+            "samples_per_s": self.samples_per_s,
+            "device": self.device,
+        }
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The torch seed of sample ``index``: 64 bits of ``SeedSequence([seed, index])``."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0])
+
+
+def sigma_grid(model: Model, steps: int, sampler: str) -> torch.Tensor:
+    """The noise levels of an n-step chain: Karras (EDM eq. 5) for EDM models, a uniform flow-time
+    grid (`flow_sigmas`) for flow models and for the Flow-GRPO SDE."""
+    if isinstance(model, FlowDenoiser) or sampler == "flow_sde":
+        return flow_sigmas(steps)
+    return karras_sigmas(steps)
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a `torch.device` (default: cuda when available, else cpu), checked to exist."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}", "use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but no CUDA GPU is available", "use --device cpu")
+    return resolved
+
+
+def _check_sampling(n: int, steps: int, batch_size: int, sampler: str) -> None:
+    if sampler not in SAMPLERS:
+        close = difflib.get_close_matches(sampler, list(SAMPLERS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UnknownNameError(f"unknown sampler {sampler!r}", f"{hint}use one of: {', '.join(SAMPLERS)}")
+    for name, value in (("n", n), ("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}", f"pass --{name} 1 or more")
+
+
+def generate_samples(
+    model: Model,
+    record: dict[str, Any],
+    n: int,
+    steps: int,
+    seed: int = 0,
+    sampler: str = "heun",
+    *,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> Samples:
+    """``n`` samples of ``model`` in physical units, drawn in batches under `torch.no_grad`.
+
+    Sample i starts from x_T = sigma_max * z_i, z_i ~ N(0, I) drawn by its own CPU generator
+    seeded with `sample_seed` (seed, i) (stochastic samplers draw their step noise from it
+    too), so sample i depends only on (seed, i): a run of n = 4 is a prefix of n = 8. The chain
+    runs in the model's normalized space on `sigma_grid`; the result is mapped back with the
+    record's normalization, x = x_model * scale + shift.
+    """
+    _check_sampling(n, steps, batch_size, sampler)
+    device = resolve_device(device)
+    model = model.to(device).eval()
+    norm = Normalization.from_dict(record["normalization"])
+    shape = (model.channels, model.resolution, model.resolution)
+    sigmas = sigma_grid(model, steps, sampler).to(torch.float32)
+    options = STOCHASTIC_OPTIONS.get(sampler, {})
+    starts = range(0, n, batch_size)
+    out, nfe, calls = [], 0, 0
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for start in track(starts, f"{sampler} {steps} steps", disable=not progress, transient=True):
+            stop = min(start + batch_size, n)
+            gens = [torch.Generator().manual_seed(sample_seed(seed, i)) for i in range(start, stop)]
+            noise = per_sample_noise((stop - start, *shape), gens, device=device)
+            result = SAMPLERS[sampler](model, noise, sigmas, generator=gens, **options)
+            out.append(norm.denormalize(result.x0.float()).cpu().numpy())
+            nfe, calls = result.nfe, calls + result.nfe
+    seconds = time.perf_counter() - t0
+    return Samples(np.concatenate(out), steps, sampler, nfe, calls, seconds, str(device))
+
+
+# -- reference and training sets ---------------------------------------------------------------------
+def cache_dir() -> Path:
+    """``${PIRF_CACHE:-~/.cache/pirf}``."""
+    return Path(os.environ.get("PIRF_CACHE") or "~/.cache/pirf").expanduser()
+
+
+def reference_path(pde: pdes.PDE, resolution: int, seed: int, n: int, root: Path | None = None) -> Path:
+    """Cache file of a reference set: ``<root>/reference/<pde>_<sha256(params, res, seed, n)[:16]>.h5``."""
+    key = json.dumps(
+        {"pde": pde.name, "params": pde.params(), "resolution": resolution, "seed": seed, "n": n},
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return (root or cache_dir()) / "reference" / f"{pde.name}_{digest}.h5"
+
+
+def _matches(info: DatasetInfo, pde: pdes.PDE, resolution: int) -> bool:
+    return info.pde == pde and info.resolution == resolution
+
+
+def _describe(pde: pdes.PDE, resolution: int) -> str:
+    return f"{pde.name} {json.dumps(pde.params())} at {resolution}x{resolution}"
+
+
+def held_out_reference(
+    pde: pdes.PDE,
+    resolution: int,
+    seed: int,
+    n: int = 256,
+    *,
+    root: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """A cached file of ``n`` freshly solved samples (seed ``seed``), solved once and reused.
+
+    The file is written atomically (`generate_dataset`); a cached file that is unreadable or
+    describes other data is solved again.
+    """
+    path = reference_path(pde, resolution, seed, n, root)
+    if path.exists():
+        try:
+            info = read_info(path)
+            if _matches(info, pde, resolution) and info.n == n and info.seed == seed:
+                return path
+        except PirfError:
+            pass  # truncated or foreign: solve it again
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generate_dataset(pde, n, path, resolution=resolution, seed=seed, overwrite=True, progress=progress)
+    return path
+
+
+def _check_file(path: Path, pde: pdes.PDE, resolution: int, role: str, option: str) -> DatasetInfo:
+    info = read_info(path)
+    if not _matches(info, pde, resolution):
+        raise DataFileError(
+            f"the {role} file {path} holds {_describe(info.pde, info.resolution)}, "
+            f"but the model was trained on {_describe(pde, resolution)}",
+            f"pass a {option} file of the model's PDE, parameters and resolution"
+            + (", or leave --reference out to solve one" if option == "--reference" else ""),
+        )
+    return info
+
+
+def training_set(
+    record: dict[str, Any], pde: pdes.PDE, resolution: int, train: str | os.PathLike | None
+) -> tuple[Path | None, str]:
+    """(training file or None, note): ``train`` if given (it must match the model, else an
+    error), else the record's data path if it still exists and matches, else None with the reason."""
+    if train is not None:
+        path = Path(train)
+        _check_file(path, pde, resolution, "training", "--train")
+        return path, "given with --train"
+    recorded = record.get("data", {}).get("path")
+    if not recorded:
+        return None, "skipped: the model's record names no training file; pass --train FILE"
+    path = Path(recorded)
+    if not path.exists():
+        return None, f"skipped: the training file {path} of the record is not here; pass --train FILE"
+    try:
+        _check_file(path, pde, resolution, "training", "--train")
+    except PirfError as err:
+        return None, f"skipped: {err.problem}"
+    return path, "the training file named in the model's record"
+
+
+# -- the metric path ---------------------------------------------------------------------------------
+def score_samples(
+    pde: pdes.PDE,
+    samples: np.ndarray,
+    reference: np.ndarray,
+    floor: dict[str, dict[str, float]],
+    *,
+    train: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Residual statistics of ``samples`` beside the data ``floor``, and fidelity to ``reference``.
+
+    ``residual[region]`` = mean/median over samples of the per-sample residual MSE and MAE;
+    ``ratio_to_floor[region]`` = median MSE / the floor's median MSE (`relative_to_floor`; < 1
+    is "below the data there", a sign of reward hacking on that region when it is far below);
+    ``fidelity`` = `fidelity_report` (with memorization when ``train`` is given). Non-finite
+    samples are counted in ``nonfinite`` and left out of every statistic.
+    """
+    finite = np.isfinite(samples).all(axis=(1, 2, 3))
+    out: dict[str, Any] = {"n": len(samples), "nonfinite": int((~finite).sum())}
+    kept = samples[finite]
+    if len(kept) == 0:
+        return out | {"residual": {}, "ratio_to_floor": {}, "mean_ratio_to_floor": {}, "fidelity": None}
+    residual = residual_summary(pde, kept)
+    out["residual"] = residual
+    out["ratio_to_floor"] = relative_to_floor(residual, floor, "median_mse")
+    out["mean_ratio_to_floor"] = relative_to_floor(residual, floor, "mean_mse")
+    out["fidelity"] = fidelity_report(pde, kept, reference, train=train) if len(kept) >= 2 else None
+    return out
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python numbers and NaN/inf as None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+# -- the whole evaluation ----------------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    """An evaluation's JSON-able ``report`` and the arrays its figures are drawn from."""
+
+    report: dict[str, Any]
+    samples: dict[int, np.ndarray]  # steps -> physical samples
+    reference: np.ndarray
+    pde: pdes.PDE
+
+
+def _model_summary(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "sha256": record.get("sha256"),
+        "pde": record["pde"],
+        "pde_params": record.get("pde_params", {}),
+        "fields": record.get("fields"),
+        "resolution": record["resolution"],
+        "kind": record["model"].get("kind"),
+        "stage": record.get("stage"),
+        "step": record.get("step"),
+        "train_seconds": record.get("train_seconds"),
+    }
+
+
+def _reference(
+    record: dict[str, Any],
+    pde: pdes.PDE,
+    resolution: int,
+    reference: str | os.PathLike | None,
+    n_reference: int,
+    root: Path | None,
+    progress: bool,
+) -> tuple[Path, dict[str, Any]]:
+    if reference is not None:
+        path = Path(reference)
+        info = _check_file(path, pde, resolution, "reference", "--reference")
+        return path, {"path": str(path), "n": info.n, "seed": info.seed, "source": "given with --reference"}
+    if n_reference < 2:
+        raise ConfigError(f"n_reference must be at least 2, got {n_reference}", "use e.g. --n-reference 256")
+    seed = int(record.get("data", {}).get("seed", 0)) + REFERENCE_SEED_OFFSET
+    path = held_out_reference(pde, resolution, seed, n_reference, root=root, progress=progress)
+    source = f"solved fresh with the held-out seed {seed} (training seed + {REFERENCE_SEED_OFFSET}), cached"
+    return path, {"path": str(path), "n": n_reference, "seed": seed, "source": source}
+
+
+def reference_for(
+    record: dict[str, Any],
+    reference: str | os.PathLike | None = None,
+    n_reference: int = 256,
+    *,
+    cache: Path | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """(held-out reference file, note) for the model of ``record``: ``reference`` checked against
+    the model's PDE, parameters and resolution, or ``n_reference`` samples solved with seed =
+    training seed + `REFERENCE_SEED_OFFSET` and cached under ``cache`` (default `cache_dir`)."""
+    pde, resolution = record_pde(record), int(record["resolution"])
+    return _reference(record, pde, resolution, reference, n_reference, cache, progress)
+
+
+def run_evaluation(
+    spec: str | os.PathLike,
+    *,
+    n: int = 256,
+    steps: Sequence[int] = (20,),
+    seed: int = 0,
+    sampler: str = "heun",
+    reference: str | os.PathLike | None = None,
+    train: str | os.PathLike | None = None,
+    n_reference: int = 256,
+    batch_size: int = 64,
+    device: str | None = None,
+    cache: Path | None = None,
+    progress: bool = True,
+) -> Evaluation:
+    """Sample the model SPEC at each step count and score the samples (see `evaluate`)."""
+    steps = list(dict.fromkeys(steps))  # unique, in the given order
+    if not steps:
+        raise ConfigError("no step count given", "pass --steps S (repeatable: --steps 20 --steps 80)")
+    for s in steps:
+        _check_sampling(n, s, batch_size, sampler)
+    if n < 2:
+        raise ConfigError(f"evaluation needs at least 2 samples, got n={n}", "pass --n 2 or more")
+    resolve_device(device)
+    t0 = time.perf_counter()
+    model, record, path = load_model(spec)
+    pde, resolution = record_pde(record), int(record["resolution"])
+    ref_path, ref_note = _reference(record, pde, resolution, reference, n_reference, cache, progress)
+    ref = read_fields(ref_path)
+    train_path, train_note = training_set(record, pde, resolution, train)
+    train_fields = read_fields(train_path) if train_path is not None else None
+    if train_path is not None and Path(ref_path).resolve() == train_path.resolve():
+        ref_note["source"] += (
+            "; WARNING: it is the training set, so fidelity is not measured on held-out data"
+        )
+    floor = record.get("data", {}).get("floor") or {}
+    floor_source = "the training data (model record)"
+    if not floor:
+        floor, floor_source = residual_summary(pde, ref), "the reference set (the record has no floor)"
+    report: dict[str, Any] = {
+        "pirf_version": pirf.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": _model_summary(record, path),
+        "settings": {"n": n, "steps": steps, "seed": seed, "sampler": sampler, "batch_size": batch_size},
+        "reference": ref_note,
+        "train": {"path": None if train_path is None else str(train_path), "note": train_note}
+        | ({"n": len(train_fields)} if train_fields is not None else {}),
+        "floor": floor,
+        "floor_source": floor_source,
+        "runs": [],
+    }
+    samples: dict[int, np.ndarray] = {}
+    for s in steps:
+        drawn = generate_samples(
+            model, record, n, s, seed, sampler, batch_size=batch_size, device=device, progress=progress
+        )
+        samples[s] = drawn.fields
+        run = {"steps": s, "cost": drawn.cost()}
+        run |= score_samples(pde, drawn.fields, ref, floor, train=train_fields)
+        report["runs"].append(run)
+    report["seconds"] = time.perf_counter() - t0
+    return Evaluation(jsonable(report), samples, ref, pde)
+
+
+def evaluate(
+    spec: str | os.PathLike,
+    *,
+    n: int = 256,
+    steps: Sequence[int] = (20,),
+    seed: int = 0,
+    sampler: str = "heun",
+    reference: str | os.PathLike | None = None,
+    train: str | os.PathLike | None = None,
+    n_reference: int = 256,
+    batch_size: int = 64,
+    device: str | None = None,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    cache: Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the model SPEC (`resolve_model`): for each step count in ``steps`` draw ``n``
+    samples (seed ``seed``, `generate_samples`) and score them (`score_samples`): residual per
+    region beside the data floor of the model's record, fidelity to a held-out reference set
+    (``reference``, or ``n_reference`` freshly solved samples, cached under ``cache`` or
+    `cache_dir`), memorization against the training set (``train``, or the record's data file
+    when it is here; else skipped, and the report says so), and cost.
+
+    Returns the report (JSON-able dict: ``model``, ``settings``, ``reference``, ``train``,
+    ``floor``, ``runs`` = one entry per step count). With ``out`` writes ``report.json``,
+    ``report.md``, ``samples.png``, ``residuals.png`` and ``spectra.png`` there; existing ones
+    are an `OutputExistsError` unless ``overwrite``, checked before any sampling.
+    """
+    from pirf.evaluation.report import EVALUATION_FILES, check_outputs, write_evaluation
+
+    if out is not None:
+        check_outputs(Path(out), EVALUATION_FILES, overwrite)
+    result = run_evaluation(
+        spec,
+        n=n,
+        steps=steps,
+        seed=seed,
+        sampler=sampler,
+        reference=reference,
+        train=train,
+        n_reference=n_reference,
+        batch_size=batch_size,
+        device=device,
+        cache=cache,
+        progress=progress,
+    )
+    if out is not None:
+        write_evaluation(result, Path(out), overwrite=overwrite)
+    return result.report
+
+
+# -- pirf sample -------------------------------------------------------------------------------------
+def sample(
+    spec: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    n: int = 16,
+    steps: int = 20,
+    seed: int = 0,
+    sampler: str = "heun",
+    batch_size: int = 64,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> tuple[Path, Samples, dict[str, Any]]:
+    """Draw ``n`` samples of the model SPEC and write ``out/samples.h5`` (a pirf data file in
+    physical units whose ``floor`` is the model's data floor, so ``pirf data check`` compares the
+    samples with the data) and ``out/samples.png``. Returns (file, samples, checkpoint record)."""
+    from pirf.evaluation.report import SAMPLE_FILES, check_outputs, write_sample_files
+
+    out = Path(out)
+    check_outputs(out, SAMPLE_FILES, overwrite)
+    _check_sampling(n, steps, batch_size, sampler)
+    resolve_device(device)
+    model, record, path = load_model(spec)
+    drawn = generate_samples(
+        model, record, n, steps, seed, sampler, batch_size=batch_size, device=device, progress=progress
+    )
+    provenance = {
+        "model": str(path),
+        "sha256": record.get("sha256"),
+        "sampler": sampler,
+        "steps": steps,
+        "seed": seed,
+        "n": n,
+        **drawn.cost(),
+    }
+    file = write_sample_files(out, drawn, record_pde(record), record, provenance, overwrite=overwrite)
+    return file, drawn, record
+
+
+__all__ = [
+    "REFERENCE_SEED_OFFSET",
+    "Evaluation",
+    "Samples",
+    "cache_dir",
+    "evaluate",
+    "generate_samples",
+    "held_out_reference",
+    "jsonable",
+    "load_model",
+    "record_pde",
+    "reference_for",
+    "reference_path",
+    "resolve_device",
+    "resolve_model",
+    "run_evaluation",
+    "sample",
+    "sample_seed",
+    "score_samples",
+    "sigma_grid",
+    "training_set",
+    "zoo_model",
+]

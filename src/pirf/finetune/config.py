@@ -1,0 +1,118 @@
+"""The fine-tuning config (one dataclass tree, loaded from YAML with ``key.sub=value`` overrides).
+
+Resolution order: dataclass defaults < method preset (`PRESETS`) < YAML file < command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pirf.rewards import RewardConfig
+
+TruncationMode = Literal["fixed", "full", "random", "lv"]
+LayerMode = Literal["high-res", "inverse", "all"]
+
+
+@dataclass
+class SamplerConfig:
+    """The deterministic EDM Heun chain the fine-tune rolls out (PIRF Sec. 3; EDM Alg. 1)."""
+
+    steps: int = 20
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+
+
+@dataclass
+class TruncationConfig:
+    """Which steps carry gradients (the gradient window).
+
+    ``fixed``: the last ``k`` steps (DRaFT-K; PIRF's default, K = 2 at N = 20, K = 1 at N = 80);
+    ``full``: every step (DRaFT); ``random``: the last K' steps, K' drawn uniformly from 1..N
+    once per iteration (AlignProp's randomized truncation); ``lv``: K = 1 plus ``lv_copies``
+    re-noised copies of the sample pushed through the last step again (DRaFT-LV).
+    """
+
+    mode: TruncationMode = "fixed"
+    k: int = 2
+    lv_copies: int = 2
+
+
+@dataclass
+class RegularizationConfig:
+    """Weight regularization (PIRF Sec. 4.3).
+
+    Online: ``online_lambda`` * ||theta - theta_base||^2 over the trained parameters, anchored at
+    the loaded base weights. Offline: an EMA of the weights started from the base with
+    ``ema_halflife_samples`` (0 = no EMA); early stopping keeps the evaluated weights with the
+    lowest held-out residual whose fidelity score stays within ``fidelity_tolerance`` (relative)
+    of the base model's; at the end the interpolations theta_base + alpha (theta_best -
+    theta_base) for ``alphas`` are scored the same way and the best candidate is saved.
+    """
+
+    online_lambda: float = 0.0
+    ema_halflife_samples: float = 400.0
+    early_stopping: bool = True
+    fidelity_tolerance: float = 0.2
+    alphas: tuple[float, ...] = (0.5, 0.75)
+
+
+@dataclass
+class EvalConfig:
+    """Periodic evaluation on fixed held-out seeds (never used for training)."""
+
+    every: int = 25
+    n: int = 32
+    seed: int = 1_000_003
+    n_reference: int = 256
+    reference: str | None = None  # a data file of held-out samples; default: generated and cached
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything `finetune` needs; saved in the run folder and in every checkpoint."""
+
+    method: str = "pirf"
+    base: str = "darcy"  # a benchmark with a shipped model, a run folder or a model file
+    out: str = "runs/finetune"
+    iterations: int = 200
+    batch_size: int = 8  # trajectories per iteration (global, over all processes)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    truncation: TruncationConfig = field(default_factory=TruncationConfig)
+    layers: LayerMode = "high-res"
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    loss: Literal["mse", "log-mse"] = "log-mse"
+    lr: float = 1e-4
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_iterations: int = 10
+    betas: tuple[float, ...] = (0.9, 0.999)
+    grad_clip: float = 1.0
+    max_bad_steps: int = 10
+    gradient_checkpointing: bool = False
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    log_every: int = 5
+    checkpoint_every: int = 25
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "pirf": {"truncation": {"mode": "fixed", "k": 2}, "layers": "high-res"},
+    "draft-k": {"truncation": {"mode": "fixed", "k": 1}, "layers": "all"},
+    "draft": {"truncation": {"mode": "full"}, "layers": "all", "gradient_checkpointing": True},
+    "draft-lv": {"truncation": {"mode": "lv", "k": 1, "lv_copies": 2}, "layers": "all"},
+    "alignprop": {"truncation": {"mode": "random"}, "layers": "all", "gradient_checkpointing": True},
+}
+"""Reward-backprop methods as named presets of one fine-tuner (REFERENCE sec. 1 and 4)."""
+
+__all__ = [
+    "PRESETS",
+    "EvalConfig",
+    "FinetuneConfig",
+    "LayerMode",
+    "RegularizationConfig",
+    "SamplerConfig",
+    "TruncationConfig",
+    "TruncationMode",
+]

@@ -1,0 +1,491 @@
+"""The fine-tuning loop shared by every method: sample -> loss -> step -> regularize -> log ->
+evaluate -> checkpoint, on `accelerate` (CPU, one GPU, several processes).
+
+Seeds: trajectory j of iteration i starts from noise seeded by (seed, i, j), whatever process
+runs it, so a run resumed from a checkpoint, or spread over P processes (each takes
+j = rank, rank + P, ...), makes the same rollouts as one uninterrupted process.
+
+Several processes: the network is called 2N - 1 times per rollout, a pattern DDP's reducer
+(one forward per backward) does not support; so each process keeps a full replica and the
+gradients of the trained parameters are averaged with one all-reduce per iteration
+(`accelerate`'s ``reduce``). The loss is the local mean, the all-reduce averages the locals:
+with equal local batches that is the global mean, as for one process.
+
+Regularization (PIRF Sec. 4.3): the online penalty lambda ||theta - theta_base||^2 is added to
+the loss; the EMA (from the base weights) is what periodic evaluation scores; early stopping
+keeps the best evaluated EMA weights whose fidelity score stays within the tolerance of the base
+model's; at the end, interpolations toward the base are scored too and the best candidate is
+written to ``model.safetensors``, with the reason in its record.
+
+Run folder: ``config.json``, ``metrics.jsonl`` (iteration logs), ``evals.jsonl`` (evaluations),
+``checkpoints/latest.*`` (everything to resume), ``checkpoints/best.*`` (early-stopping
+weights) and ``model.{safetensors,json}`` (the selected model; loads like a base model).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+
+from pirf import pdes
+from pirf.config import to_dict
+from pirf.data import read_fields
+from pirf.errors import ConfigError, NonFiniteError, OutputExistsError
+from pirf.evaluation.metrics import fidelity_report, residual_summary
+from pirf.finetune.config import FinetuneConfig
+from pirf.finetune.methods import Rollout, checkpointed, make_method
+from pirf.finetune.regularization import interpolate, online_penalty
+from pirf.models.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from pirf.models.factory import describe, load_denoiser
+from pirf.models.resolution_map import select_parameters
+from pirf.normalization import Normalization
+from pirf.pdes.base import PDE
+from pirf.rewards import ResidualReward
+from pirf.sampling import karras_sigmas, per_sample_noise, sample_heun
+from pirf.training.ema import EMA, ema_beta
+from pirf.training.progress import progress_bar
+from pirf.training.state import load_optimizer, optimizer_tensors, prefixed, unprefixed
+
+
+@dataclass
+class FinetuneResult:
+    run_dir: Path
+    iterations: int
+    seconds: float
+    bad_steps: int
+    selected: dict[str, Any]
+
+
+@dataclass
+class Context:
+    """What one run holds: the model, its base, the physics and the held-out set."""
+
+    model: nn.Module
+    record: dict[str, Any]
+    pde: PDE
+    normalization: Normalization
+    trained: list[tuple[str, nn.Parameter]]
+    base: dict[str, Tensor]  # theta_base of the trained parameters
+    reference: np.ndarray  # held-out physical samples for the fidelity guard
+    sigmas: Tensor
+
+
+# -- seeds ------------------------------------------------------------------------------------------
+
+
+def trajectory_generators(seed: int, iteration: int, indices: range | list[int]) -> list[torch.Generator]:
+    """One generator per trajectory j, seeded by (seed, iteration, j)."""
+    return [
+        torch.Generator().manual_seed(int(np.random.SeedSequence([seed, iteration, j]).generate_state(1)[0]))
+        for j in indices
+    ]
+
+
+def iteration_rng(seed: int, iteration: int) -> np.random.Generator:
+    """The per-iteration generator shared by all processes (random truncation points, LV noise)."""
+    return np.random.default_rng([seed, iteration, 2**31 - 1])
+
+
+# -- set-up -----------------------------------------------------------------------------------------
+
+
+def _trainable(model: nn.Module, example: Tensor, layers: str) -> list[tuple[str, nn.Parameter]]:
+    chosen = select_parameters(model, example, layers)  # type: ignore[arg-type]
+    if not chosen:
+        raise ConfigError(f"layers={layers!r} selects no parameter of this model", "use layers=all")
+    names = {name for name, _ in chosen}
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in names)
+    return chosen
+
+
+def build_context(cfg: FinetuneConfig) -> Context:
+    """Load the base model, freeze what is not trained, and get the held-out reference set."""
+    from pirf.evaluation.runner import reference_for, resolve_model
+
+    model, record = load_denoiser(resolve_model(cfg.base))
+    model.train(False)
+    pde = pdes.get(record["pde"], **record.get("pde_params", {}))
+    normalization = Normalization.from_dict(record["normalization"])
+    resolution = int(record["resolution"])
+    example = torch.zeros(2, len(pde.fields), resolution, resolution)
+    trained = _trainable(model, example, cfg.layers)
+    base = {name: p.detach().clone() for name, p in trained}
+    ref_path, _ = reference_for(record, cfg.eval.reference, cfg.eval.n_reference, progress=False)
+    reference = read_fields(ref_path)
+    s = cfg.sampler
+    sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
+    return Context(model, record, pde, normalization, trained, base, reference, sigmas)
+
+
+# -- evaluation -------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def sample_eval_set(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> np.ndarray:
+    """Physical samples of ``model`` from the fixed held-out eval seeds, projected as the reward
+    sees them."""
+    c, r = len(ctx.pde.fields), int(ctx.record["resolution"])
+    generators = trajectory_generators(cfg.eval.seed, 0, range(cfg.eval.n))
+    out = []
+    for start in range(0, cfg.eval.n, 32):
+        gens = generators[start : start + 32]
+        noise = per_sample_noise((len(gens), c, r, r), gens)
+        x0 = sample_heun(model, noise, ctx.sigmas).x0
+        out.append(ctx.pde.project(ctx.normalization.denormalize(x0)))
+    return torch.cat(out).numpy()
+
+
+def score(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> dict[str, Any]:
+    """Held-out residual (per region) and fidelity score of ``model``'s eval samples."""
+    samples = sample_eval_set(ctx, model, cfg)
+    if not np.isfinite(samples).all():
+        return {"finite": False, "residual": math.inf, "fidelity": math.inf, "regions": {}}
+    regions = residual_summary(ctx.pde, samples)
+    fidelity = fidelity_report(ctx.pde, samples, ctx.reference, seed=cfg.eval.seed)
+    return {
+        "finite": True,
+        "residual": regions["all"]["median_mse"],
+        "fidelity": fidelity["fidelity_score"],
+        "regions": {k: v["median_mse"] for k, v in regions.items()},
+    }
+
+
+def admissible(candidate: dict[str, Any], base: dict[str, Any], tolerance: float) -> bool:
+    """The fidelity guard: a candidate may not lose more than ``tolerance`` (relative) of the base
+    model's fidelity score (lower is better)."""
+    return candidate["finite"] and candidate["fidelity"] <= base["fidelity"] * (1 + tolerance)
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+
+def _learning_rate(cfg: FinetuneConfig, iteration: int) -> float:
+    warm = min(1.0, (iteration + 1) / max(1, cfg.warmup_iterations))
+    if cfg.lr_schedule == "constant":
+        return cfg.lr * warm
+    progress = iteration / max(1, cfg.iterations)
+    return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _prepare_run_dir(cfg: FinetuneConfig, resume: bool) -> Path:
+    run_dir = Path(cfg.out)
+    if resume:
+        return run_dir
+    if checkpoint_paths(run_dir / "checkpoints" / "latest")[1].exists():
+        raise OutputExistsError(
+            f"{run_dir} already holds a fine-tuning run",
+            "pass --resume to continue it, or choose another out",
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=1))
+    for name in ("metrics.jsonl", "evals.jsonl"):
+        (run_dir / name).write_text("")
+    return run_dir
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _truncate_jsonl(path: Path, key: str, last: int) -> None:
+    """Drop lines written after the checkpoint a resumed run restarts from."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)[key] <= last]
+        _atomic_text(path, "".join(ln + "\n" for ln in lines))
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _all_reduce_gradients(accelerator: Accelerator, params: list[nn.Parameter]) -> None:
+    if accelerator.num_processes == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
+        offset += g.numel()
+
+
+def _grad_norm(params: list[nn.Parameter]) -> float:
+    grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
+    return float(torch.cat(grads).norm()) if grads else 0.0
+
+
+class _State:
+    """The mutable state a checkpoint carries besides tensors."""
+
+    def __init__(self) -> None:
+        self.iteration = 0
+        self.bad_steps = 0
+        self.consecutive_bad = 0
+        self.seconds = 0.0
+        self.base_score: dict[str, Any] | None = None
+        self.best: dict[str, Any] | None = None  # {"iteration", "residual", "fidelity"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def load(self, record: dict[str, Any]) -> None:
+        for key in vars(self):
+            setattr(self, key, record[key])
+
+
+def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> FinetuneResult:
+    """Fine-tune ``cfg.base`` with ``cfg.method``; with ``resume`` continue the run in ``cfg.out``."""
+    if cfg.iterations < 1 or cfg.batch_size < 1:
+        raise ConfigError("finetune: iterations and batch_size must be positive")
+    accelerator = Accelerator()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % world:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} does not split over {world} processes",
+            f"use a multiple of {world}",
+        )
+    method = make_method(cfg)
+    ctx = build_context(cfg)
+    reward = ResidualReward(ctx.pde, cfg.reward)
+    if method.needs_differentiable_reward and not reward.differentiable:
+        raise ConfigError(f"{method.name} backpropagates the reward; this reward has no gradient")
+    params = [p for _, p in ctx.trained]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
+    ema = EMA(ctx.model)
+    beta = ema_beta(cfg.batch_size, cfg.regularization.ema_halflife_samples)
+    run_dir = _prepare_run_dir(cfg, resume) if accelerator.is_main_process else Path(cfg.out)
+    accelerator.wait_for_everyone()
+    latest, best_path = run_dir / "checkpoints" / "latest", run_dir / "checkpoints" / "best"
+    state = _State()
+    if resume:
+        _restore(latest, ctx.model, ema, optimizer, state)
+        if accelerator.is_main_process:
+            _truncate_jsonl(run_dir / "metrics.jsonl", "iteration", state.iteration)
+            _truncate_jsonl(run_dir / "evals.jsonl", "iteration", state.iteration)
+    ctx.model.to(accelerator.device)
+    ema.model.to(accelerator.device)
+    if state.base_score is None:
+        state.base_score = score(ctx, ctx.model, cfg)
+        if accelerator.is_main_process:
+            _append(run_dir / "evals.jsonl", {"iteration": 0, "weights": "base", **state.base_score})
+    denoiser = checkpointed(ctx.model) if cfg.gradient_checkpointing else ctx.model
+    local = list(range(rank, cfg.batch_size, world))
+    c, r = len(ctx.pde.fields), int(ctx.record["resolution"])
+    t0, last_logs = time.perf_counter(), {}
+
+    def save(path: Path, iteration: int) -> None:
+        opt_tensors, opt_record = optimizer_tensors(optimizer)
+        tensors = {
+            **prefixed("model", ctx.model.state_dict()),
+            **prefixed("ema", ema.state_dict()),
+            **opt_tensors,
+        }
+        record = _record(cfg, ctx, iteration) | {
+            "optimizer": opt_record,
+            "state": state.to_dict() | {"seconds": state.seconds + time.perf_counter() - t0},
+        }
+        save_checkpoint(path, tensors, record)
+
+    with progress_bar(
+        progress and accelerator.is_main_process, cfg.method, cfg.iterations, state.iteration
+    ) as bar:
+        for iteration in range(state.iteration, cfg.iterations):
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(cfg, iteration)
+            noise = per_sample_noise((len(local), c, r, r), trajectory_generators(cfg.seed, iteration, local))
+            rollout = Rollout(
+                denoiser,
+                noise.to(accelerator.device),
+                ctx.sigmas,
+                reward,
+                ctx.normalization,
+                iteration_rng(cfg.seed, iteration),
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss, logs = method.loss(rollout)
+            if cfg.regularization.online_lambda > 0:
+                loss = loss + cfg.regularization.online_lambda * online_penalty(ctx.trained, ctx.base)
+            ok = bool(torch.isfinite(loss))
+            if ok:
+                loss.backward()
+            _all_reduce_gradients(accelerator, params)
+            ok = ok and all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+            ok = bool(accelerator.reduce(torch.tensor([float(ok)]), reduction="sum").item() == world)
+            if ok:
+                grad_norm = _grad_norm(params)
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                ema.update(ctx.model, beta)
+                state.consecutive_bad = 0
+            else:
+                grad_norm = math.nan
+                state.bad_steps += 1
+                state.consecutive_bad += 1
+                if state.consecutive_bad > cfg.max_bad_steps:
+                    raise NonFiniteError(
+                        f"{cfg.method}: {state.consecutive_bad} consecutive non-finite steps at "
+                        f"iteration {iteration}; the last good checkpoint is {latest}",
+                        "lower lr, use loss=log-mse, or restrict layers/reward channels",
+                    )
+            state.iteration = done = iteration + 1
+            last_logs = logs | {"loss": float(loss.detach()), "grad_norm": grad_norm}
+            if accelerator.is_main_process and (done % cfg.log_every == 0 or done == cfg.iterations):
+                line = {
+                    "iteration": done,
+                    "lr": _learning_rate(cfg, iteration),
+                    **last_logs,
+                    "bad_steps": state.bad_steps,
+                    "seconds": state.seconds + time.perf_counter() - t0,
+                }
+                _append(run_dir / "metrics.jsonl", line)
+            if done % cfg.eval.every == 0 or done == cfg.iterations:
+                _evaluate(ctx, ema.model, cfg, state, done, run_dir, best_path, accelerator)
+            bar.update(
+                done,
+                reward=last_logs["reward"],
+                residual=last_logs["residual_mse"],
+                **({"best": state.best["residual"]} if state.best else {}),
+            )
+            if accelerator.is_main_process and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
+                save(latest, done)
+    state.seconds += time.perf_counter() - t0
+    selected = _select(ctx, cfg, state, best_path, ema, run_dir, accelerator)
+    return FinetuneResult(run_dir, cfg.iterations, state.seconds, state.bad_steps, selected)
+
+
+def _record(cfg: FinetuneConfig, ctx: Context, iteration: int) -> dict[str, Any]:
+    """The checkpoint record: the base model's record (PDE, normalization, data provenance) with
+    the fine-tune's config on top, so a fine-tuned model loads wherever its base loads."""
+    keep = ("pde", "pde_params", "fields", "resolution", "normalization", "data")
+    return {k: ctx.record[k] for k in keep if k in ctx.record} | {
+        "stage": "finetune",
+        "method": cfg.method,
+        "model": describe(ctx.model),
+        "base": {"spec": cfg.base, "sha256": ctx.record.get("sha256"), "stage": ctx.record.get("stage")},
+        "config": to_dict(cfg),
+        "iteration": iteration,
+    }
+
+
+def _restore(
+    latest: Path, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer, state: _State
+) -> None:
+    tensors, record = load_checkpoint(latest, expect={"stage": "finetune"})
+    model.load_state_dict(unprefixed("model", tensors))
+    ema.load_state_dict(unprefixed("ema", tensors))
+    load_optimizer(optimizer, tensors, record["optimizer"])
+    state.load(record["state"])
+
+
+def _evaluate(
+    ctx: Context,
+    weights: nn.Module,
+    cfg: FinetuneConfig,
+    state: _State,
+    iteration: int,
+    run_dir: Path,
+    best_path: Path,
+    accelerator: Accelerator,
+) -> None:
+    """Score the EMA weights on the held-out seeds; keep them if they are the best admissible."""
+    result = score(ctx, weights, cfg)
+    improved = (
+        cfg.regularization.early_stopping
+        and admissible(result, state.base_score, cfg.regularization.fidelity_tolerance)
+        and (state.best is None or result["residual"] < state.best["residual"])
+    )
+    if improved:
+        state.best = {"iteration": iteration, "residual": result["residual"], "fidelity": result["fidelity"]}
+    if accelerator.is_main_process:
+        _append(
+            run_dir / "evals.jsonl", {"iteration": iteration, "weights": "ema", **result, "best": improved}
+        )
+        if improved:
+            save_checkpoint(best_path, weights.state_dict(), {"stage": "finetune-best", **state.best})
+
+
+def _select(
+    ctx: Context,
+    cfg: FinetuneConfig,
+    state: _State,
+    best_path: Path,
+    ema: EMA,
+    run_dir: Path,
+    accelerator: Accelerator,
+) -> dict[str, Any]:
+    """Score the candidates (final EMA, early-stopping best, their interpolations toward the base)
+    and write the admissible one with the lowest held-out residual as ``model.safetensors``. The
+    base itself is a candidate: if nothing beats it within the fidelity guard, the base weights are
+    written and the record says so."""
+    evals = [json.loads(ln) for ln in (run_dir / "evals.jsonl").read_text().splitlines() if ln]
+    final_eval = next(
+        e for e in reversed(evals) if e["weights"] == "ema" and e["iteration"] == state.iteration
+    )
+    final = {k: v.clone() for k, v in ema.state_dict().items()}
+    candidates = [("base", 0.0, interpolate(final, ctx.base, 0.0), state.base_score)]
+    candidates.append(("final EMA", 1.0, final, final_eval))
+    anchor, anchor_name = final, "final EMA"
+    if cfg.regularization.early_stopping and state.best is not None:
+        anchor, anchor_name = load_checkpoint(best_path)[0], f"best EMA (iteration {state.best['iteration']})"
+        candidates.append((anchor_name, 1.0, anchor, {"finite": True, **state.best}))
+    for alpha in cfg.regularization.alphas:
+        mixed = interpolate(anchor, ctx.base, alpha)
+        candidates.append((anchor_name, alpha, mixed, score_state(ctx, mixed, cfg)))
+    tolerance = cfg.regularization.fidelity_tolerance
+    kept = [c for c in candidates if admissible(c[3], state.base_score, tolerance)]
+    if kept:
+        name, alpha, weights, result = min(kept, key=lambda c: c[3]["residual"])
+    else:
+        name, alpha, weights, result = (
+            "base (no candidate kept the fidelity guard)",
+            0.0,
+            None,
+            state.base_score,
+        )
+        weights = interpolate(anchor, ctx.base, 0.0)
+    selected = {
+        "chosen": _summary(name, alpha, result),
+        "base": {"residual": state.base_score["residual"], "fidelity": state.base_score["fidelity"]},
+        "candidates": [_summary(n, a, r) for n, a, _, r in candidates],
+        "fidelity_tolerance": tolerance,
+    }
+    if accelerator.is_main_process:
+        tensors = {**prefixed("ema", weights), **prefixed("model", ctx.model.state_dict())}
+        record = _record(cfg, ctx, state.iteration) | {
+            "selection": selected,
+            "bad_steps": state.bad_steps,
+            "train_seconds": state.seconds,
+        }
+        save_checkpoint(run_dir / "model", tensors, record)
+        _atomic_text(run_dir / "selection.json", json.dumps(selected, indent=1))
+    return selected
+
+
+def _summary(name: str, alpha: float, result: dict[str, Any]) -> dict[str, Any]:
+    return {"weights": name, "alpha": alpha, "residual": result["residual"], "fidelity": result["fidelity"]}
+
+
+def score_state(ctx: Context, weights: dict[str, Tensor], cfg: FinetuneConfig) -> dict[str, Any]:
+    """`score` of a state dict (loaded into a copy of the model)."""
+    model = copy.deepcopy(ctx.model)
+    model.load_state_dict(weights)
+    return score(ctx, model, cfg)
+
+
+__all__ = ["FinetuneResult", "admissible", "finetune", "score", "trajectory_generators"]

@@ -1,0 +1,139 @@
+"""Fine-tuning methods: how a batch of rollouts and their rewards becomes a loss.
+
+Every method implements `Method.loss(rollout) -> (loss, logs)`; the loop (`pirf.finetune.loop`)
+does everything else (sampling seeds, the optimizer, regularization, evaluation, checkpoints).
+
+Reward backprop (`RewardBackprop`) is PIRF (Yuan et al. 2025) and its relatives: roll out the
+deterministic Heun chain from seeded latents, the steps outside the gradient window without a
+graph, and minimize the loss of the final sample,
+
+    mse:      L = mean_b  m_b,           m_b = -r(x0_b) = mean over pixels of R(x0_b)^2,
+    log-mse:  L = mean_b  log(m_b + eps),
+
+where the log form is scale free: its gradient is grad(m_b) / m_b, so a sample whose residual
+is already small pulls as hard as one far off, and the step size does not have to shrink as the
+residual falls by orders of magnitude.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from pirf.errors import ConfigError
+from pirf.finetune.config import FinetuneConfig, TruncationConfig
+from pirf.normalization import Normalization
+from pirf.rewards import Reward
+from pirf.sampling import sample_heun
+
+LOG_EPS = 1e-12
+
+
+@dataclass
+class Rollout:
+    """What a method gets for one iteration on one process."""
+
+    denoiser: Callable[[Tensor, Tensor], Tensor]  # D(x, sigma) in the model's normalized space
+    noise: Tensor  # [B_local, C, H, W], row b from its own seed
+    sigmas: Tensor  # [N + 1]
+    reward: Reward  # on physical fields
+    normalization: Normalization
+    rng: np.random.Generator  # seeded by (seed, iteration): the same on every process
+
+
+class Method(ABC):
+    """A fine-tuning method: turns rollouts and rewards into a scalar loss to minimize."""
+
+    name: str = "method"
+    needs_differentiable_reward: bool = True
+
+    @abstractmethod
+    def loss(self, rollout: Rollout) -> tuple[Tensor, dict[str, float]]:
+        """(loss, logs); logs hold at least ``reward`` (mean over the local batch)."""
+
+
+def checkpointed(denoiser: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    """The denoiser with activation checkpointing while a graph is built: each network call keeps
+    only its inputs and recomputes its activations in the backward pass (memory O(calls), not
+    O(calls x activations))."""
+
+    def call(x: Tensor, sigma: Tensor) -> Tensor:
+        if torch.is_grad_enabled():
+            return checkpoint(denoiser, x, sigma, use_reentrant=False)
+        return denoiser(x, sigma)
+
+    return call
+
+
+def reward_loss(residual_mse: Tensor, form: Literal["mse", "log-mse"]) -> Tensor:
+    """The loss of per-sample residual MSEs ``[B]`` (see the module docstring)."""
+    if form == "mse":
+        return residual_mse.mean()
+    return torch.log(residual_mse + LOG_EPS).mean()
+
+
+class RewardBackprop(Method):
+    """PIRF / DRaFT / DRaFT-K / DRaFT-LV / AlignProp: backprop of the reward through the chain."""
+
+    needs_differentiable_reward = True
+
+    def __init__(self, truncation: TruncationConfig, form: Literal["mse", "log-mse"], name: str) -> None:
+        self.truncation, self.form, self.name = truncation, form, name
+
+    def window(self, n: int, rng: np.random.Generator) -> int:
+        """How many final steps carry gradients this iteration."""
+        mode, k = self.truncation.mode, self.truncation.k
+        if mode == "full":
+            return n
+        if mode == "random":
+            return int(rng.integers(1, n + 1))
+        if mode == "lv":
+            return 1
+        if not 1 <= k <= n:
+            raise ConfigError(f"truncation.k = {k} for a {n}-step chain", f"use 1 <= k <= {n}")
+        return k
+
+    def loss(self, rollout: Rollout) -> tuple[Tensor, dict[str, float]]:
+        n = rollout.sigmas.shape[0] - 1
+        k = self.window(n, rollout.rng)
+        if self.truncation.mode == "lv":
+            x0 = self._lv_samples(rollout)
+        else:
+            x0 = sample_heun(rollout.denoiser, rollout.noise, rollout.sigmas, grad_steps=k).x0
+        mse = -rollout.reward(rollout.normalization.denormalize(x0))
+        loss = reward_loss(mse, self.form)
+        logs = {"reward": float(-mse.detach().mean()), "residual_mse": float(mse.detach().median())}
+        return loss, logs | {"window": float(k)}
+
+    def _lv_samples(self, rollout: Rollout) -> Tensor:
+        """DRaFT-LV (Clark et al. 2024): the last step from x_{N-1} with gradient, plus
+        ``lv_copies`` re-noised copies x0.detach() + sigma_{N-1} eps pushed through it again."""
+        sigmas = rollout.sigmas
+        x0 = sample_heun(rollout.denoiser, rollout.noise, sigmas, grad_steps=1).x0
+        copies = [x0]
+        generator = torch.Generator().manual_seed(int(rollout.rng.integers(2**62)))
+        last = sigmas[-2:]
+        for _ in range(self.truncation.lv_copies):
+            eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+            start = (x0.detach() + last[0] * eps) / last[0]  # the chain starts at sigmas[0] * noise
+            copies.append(sample_heun(rollout.denoiser, start, last, grad_steps=1).x0)
+        return torch.cat(copies)
+
+
+def make_method(cfg: FinetuneConfig) -> Method:
+    """The method a config names (reward-backprop presets; later issues add the others)."""
+    if cfg.method in ("pirf", "draft", "draft-k", "draft-lv", "alignprop"):
+        return RewardBackprop(cfg.truncation, cfg.loss, cfg.method)
+    raise ConfigError(
+        f"unknown fine-tuning method {cfg.method!r}", "use one of: pirf, draft, draft-k, draft-lv, alignprop"
+    )
+
+
+__all__ = ["Method", "RewardBackprop", "Rollout", "checkpointed", "make_method", "reward_loss"]
