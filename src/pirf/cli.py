@@ -347,6 +347,44 @@ def evaluate_command(
     console.print(f"reports and figures in {out} ({report['seconds']:.1f} s)")
 
 
+@app.command("finetune", context_settings={"allow_extra_args": False})
+def finetune_command(
+    base: Annotated[
+        str | None,
+        typer.Argument(help="a benchmark with a shipped model (darcy, ...), a run folder or a model file"),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="config overrides key.sub=value (e.g. lr=1e-4 iterations=100)")
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="pirf, draft, draft-k, draft-lv or alignprop (default: pirf)")
+    ] = None,
+    config: Annotated[str | None, typer.Option(help="a YAML config file, or a shipped config name")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run in the config's `out` folder")] = False,
+    show: Annotated[bool, typer.Option(help="print the resolved config and exit")] = False,
+) -> None:
+    """Fine-tune a base model with a reward (PIRF by default): writes OUT/model.safetensors, which
+    loads wherever the base model loads, with metrics.jsonl, evals.jsonl and selection.json."""
+    from pirf.config import dump_yaml
+    from pirf.finetune import finetune
+    from pirf.finetune.config import resolve_finetune_config
+
+    cfg = resolve_finetune_config(base, method, config, overrides or [])
+    if show:
+        console.print(dump_yaml(cfg), highlight=False)
+        return
+    result = finetune(cfg, resume=resume)
+    chosen, base_score = result.selected["chosen"], result.selected["base"]
+    console.print(
+        f"{cfg.method}: {result.iterations} iterations in {result.seconds:.0f} s "
+        f"({result.bad_steps} skipped non-finite steps)\n"
+        f"held-out residual (median MSE): base {base_score['residual']:.3e} -> "
+        f"{chosen['residual']:.3e} ({base_score['residual'] / max(chosen['residual'], 1e-300):.1f}x lower); "
+        f"fidelity score {base_score['fidelity']:.3f} -> {chosen['fidelity']:.3f}\n"
+        f"saved: {result.run_dir / 'model.safetensors'} ({chosen['weights']}, alpha {chosen['alpha']})"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `pirf` console script: `PirfError` -> message on stderr, exit 2.
 

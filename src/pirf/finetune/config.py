@@ -5,9 +5,15 @@ Resolution order: dataclass defaults < method preset (`PRESETS`) < YAML file < c
 
 from __future__ import annotations
 
+import difflib
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+from pirf.config import deep_merge, load_config, packaged_configs, read_yaml, resolve_config
+from pirf.errors import ConfigError
 from pirf.rewards import RewardConfig
 
 TruncationMode = Literal["fixed", "full", "random", "lv"]
@@ -115,4 +121,49 @@ __all__ = [
     "SamplerConfig",
     "TruncationConfig",
     "TruncationMode",
+    "resolve_finetune_config",
 ]
+
+
+def resolve_finetune_config(
+    base: str | None,
+    method: str | None,
+    config: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+) -> FinetuneConfig:
+    """The config of ``pirf finetune BASE --method M [--config FILE] [key=value ...]``.
+
+    Layers, in increasing priority: dataclass defaults < the shipped config of the benchmark
+    (``configs/finetune/<pde>.yaml``: tuned lr, iterations, evaluation) < the method's preset
+    (what defines the method: truncation, layers) < ``config`` (a file or a shipped name) <
+    ``overrides``. BASE and M, when given, set ``base`` and ``method``.
+    """
+    data: dict[str, Any] = {}
+    benchmark = _benchmark_of(base)
+    if benchmark in packaged_configs("finetune"):
+        data = deep_merge(data, read_yaml(resolve_config("finetune", benchmark)))
+    method = method or data.get("method") or "pirf"
+    if method not in PRESETS:
+        close = difflib.get_close_matches(method, list(PRESETS), n=1)
+        raise ConfigError(
+            f"unknown fine-tuning method {method!r}",
+            ("did you mean " + repr(close[0]) + "? " if close else "") + f"methods: {', '.join(PRESETS)}",
+        )
+    data = deep_merge(data, PRESETS[method] | {"method": method})
+    if config is not None:
+        data = deep_merge(data, read_yaml(resolve_config("finetune", config)))
+    if base is not None:
+        data["base"] = str(base)
+    data.setdefault("out", f"runs/finetune/{benchmark or Path(str(data.get('base', 'model'))).stem}-{method}")
+    return load_config(FinetuneConfig, None, overrides, base=data)
+
+
+def _benchmark_of(base: str | None) -> str | None:
+    """The benchmark a BASE names: a registered PDE name, or the PDE recorded in a model file."""
+    from pirf import pdes
+    from pirf.evaluation.runner import resolve_model
+    from pirf.models.checkpoint import read_checkpoint_config
+
+    if base is None or base in pdes.names():
+        return base
+    return read_checkpoint_config(resolve_model(base)).get("pde")

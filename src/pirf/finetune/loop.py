@@ -42,7 +42,6 @@ from pirf import pdes
 from pirf.config import to_dict
 from pirf.data import read_fields
 from pirf.errors import ConfigError, NonFiniteError, OutputExistsError
-from pirf.evaluation.metrics import fidelity_report, residual_summary
 from pirf.finetune.config import FinetuneConfig
 from pirf.finetune.methods import Rollout, checkpointed, make_method
 from pirf.finetune.regularization import interpolate, online_penalty
@@ -134,31 +133,32 @@ def build_context(cfg: FinetuneConfig) -> Context:
 
 @torch.no_grad()
 def sample_eval_set(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> np.ndarray:
-    """Physical samples of ``model`` from the fixed held-out eval seeds, projected as the reward
-    sees them."""
+    """Physical samples of ``model`` from the fixed held-out eval seeds."""
     c, r = len(ctx.pde.fields), int(ctx.record["resolution"])
     generators = trajectory_generators(cfg.eval.seed, 0, range(cfg.eval.n))
     out = []
     for start in range(0, cfg.eval.n, 32):
         gens = generators[start : start + 32]
         noise = per_sample_noise((len(gens), c, r, r), gens)
-        x0 = sample_heun(model, noise, ctx.sigmas).x0
-        out.append(ctx.pde.project(ctx.normalization.denormalize(x0)))
+        out.append(ctx.normalization.denormalize(sample_heun(model, noise, ctx.sigmas).x0))
     return torch.cat(out).numpy()
 
 
 def score(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> dict[str, Any]:
-    """Held-out residual (per region) and fidelity score of ``model``'s eval samples."""
+    """Held-out residual (median MSE, per region; projected as the reward sees the samples) and
+    fidelity score (`fidelity_report`, lower is better) of ``model``'s eval samples."""
+    from pirf.evaluation.runner import score_samples
+
     samples = sample_eval_set(ctx, model, cfg)
-    if not np.isfinite(samples).all():
+    floor = ctx.record.get("data", {}).get("floor") or {}
+    result = score_samples(ctx.pde, samples, ctx.reference, floor)
+    if result["nonfinite"] or result["fidelity"] is None:
         return {"finite": False, "residual": math.inf, "fidelity": math.inf, "regions": {}}
-    regions = residual_summary(ctx.pde, samples)
-    fidelity = fidelity_report(ctx.pde, samples, ctx.reference, seed=cfg.eval.seed)
     return {
         "finite": True,
-        "residual": regions["all"]["median_mse"],
-        "fidelity": fidelity["fidelity_score"],
-        "regions": {k: v["median_mse"] for k, v in regions.items()},
+        "residual": result["residual"]["all"]["median_mse"],
+        "fidelity": result["fidelity"]["fidelity_score"],
+        "regions": {k: v["median_mse"] for k, v in result["residual"].items()},
     }
 
 

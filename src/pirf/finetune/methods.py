@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from pirf.errors import ConfigError
-from pirf.finetune.config import FinetuneConfig, TruncationConfig
+from pirf.finetune.config import PRESETS, FinetuneConfig, TruncationConfig
 from pirf.normalization import Normalization
 from pirf.rewards import Reward
 from pirf.sampling import sample_heun
@@ -129,11 +129,9 @@ class RewardBackprop(Method):
 
 def make_method(cfg: FinetuneConfig) -> Method:
     """The method a config names (reward-backprop presets; later issues add the others)."""
-    if cfg.method in ("pirf", "draft", "draft-k", "draft-lv", "alignprop"):
+    if cfg.method in PRESETS:
         return RewardBackprop(cfg.truncation, cfg.loss, cfg.method)
-    raise ConfigError(
-        f"unknown fine-tuning method {cfg.method!r}", "use one of: pirf, draft, draft-k, draft-lv, alignprop"
-    )
+    raise ConfigError(f"unknown fine-tuning method {cfg.method!r}", f"use one of: {', '.join(PRESETS)}")
 
 
 __all__ = ["Method", "RewardBackprop", "Rollout", "checkpointed", "make_method", "reward_loss"]

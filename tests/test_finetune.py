@@ -1,0 +1,209 @@
+"""Reward fine-tuning: what moves, where gradients flow, the penalty, resume, and the contract
+every method keeps. A tiny Poisson base model (16x16, 400 pretraining steps) stands in for the
+shipped one; Darcy's reward (projection, fixed coefficient) is tested on its own."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import pirf.pdes as pdes
+from pirf import data
+from pirf.errors import ConfigError, OutputExistsError
+from pirf.finetune import PRESETS, FinetuneConfig, finetune
+from pirf.finetune import loop as loop_module
+from pirf.finetune.config import EvalConfig, RegularizationConfig, SamplerConfig, TruncationConfig
+from pirf.finetune.methods import RewardBackprop, Rollout, reward_loss
+from pirf.models.factory import load_denoiser
+from pirf.normalization import Normalization
+from pirf.rewards import ResidualReward, RewardConfig
+from pirf.sampling import karras_sigmas, sample_heun
+from pirf.training import DataConfig, ModelConfig, PretrainConfig, pretrain
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("base")
+    path = root / "poisson.h5"
+    data.generate_dataset(pdes.get("poisson"), 64, path, resolution=16, progress=False)
+    cfg = PretrainConfig(
+        data=DataConfig(path=str(path)),
+        out=str(root / "run"),
+        model=ModelConfig(base_channels=8, channel_mult=(1, 2), mid_attention=False),
+        steps=400,
+        batch_size=16,
+        lr=2e-3,
+        warmup_steps=5,
+        log_every=100,
+        checkpoint_every=400,
+    )
+    pretrain(cfg, progress=False)
+    return root / "run" / "model.safetensors"
+
+
+def _config(base_model, out, **kw) -> FinetuneConfig:
+    fields = dict(
+        base=str(base_model),
+        out=str(out),
+        iterations=6,
+        batch_size=4,
+        sampler=SamplerConfig(steps=4),
+        lr=1e-3,
+        warmup_iterations=1,
+        eval=EvalConfig(every=3, n=8, n_reference=16),
+        regularization=RegularizationConfig(ema_halflife_samples=8.0, alphas=(0.5,)),
+        log_every=1,
+        checkpoint_every=2,
+    )
+    return FinetuneConfig(**(fields | kw))
+
+
+def _weights(path, weights="model"):
+    return load_denoiser(path, weights=weights)[0].state_dict()
+
+
+def test_only_the_high_resolution_decoder_moves(base_model, tmp_path):
+    finetune(_config(base_model, tmp_path / "run", layers="high-res"), progress=False)
+    before, after = _weights(base_model, "ema"), _weights(tmp_path / "run" / "model")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed, "nothing was trained"
+    assert all("up_blocks" in k or "conv_out" in k or "conv_norm_out" in k for k in changed), changed
+    frozen = [k for k in before if "down_blocks" in k or "time_embedding" in k or "mid_block" in k]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+
+
+def test_gradient_equals_backprop_through_the_last_steps_only(base_model):
+    model, record = load_denoiser(base_model)
+    model = model.double()  # float64, so the hand-made chain matches to roundoff
+    pde = pdes.get("poisson")
+    reward = ResidualReward(pde)
+    norm = Normalization.from_dict(record["normalization"])
+    sigmas = karras_sigmas(5).double()
+    noise = torch.randn(3, 2, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    method = RewardBackprop(TruncationConfig(mode="fixed", k=2), "mse", "pirf")
+    rollout = Rollout(model, noise, sigmas, reward, norm, rng=None)
+    loss, _ = method.loss(rollout)
+    got = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    # by hand: 3 steps without autograd, then the last 2 steps with it
+    with torch.no_grad():
+        x = sample_heun(model, noise, sigmas[:4]).x0
+    x0 = sample_heun(model, x / sigmas[3], sigmas[3:]).x0
+    want = torch.autograd.grad(
+        reward_loss(-reward(norm.denormalize(x0)), "mse"), list(model.parameters()), allow_unused=True
+    )
+    for g, w in zip(got, want, strict=True):
+        assert (g is None) == (w is None)
+        if g is not None:
+            torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)
+    # and it differs from the gradient of a 1-step window
+    loss1, _ = RewardBackprop(TruncationConfig(mode="fixed", k=1), "mse", "pirf").loss(rollout)
+    g1 = torch.autograd.grad(loss1, list(model.parameters()), allow_unused=True)
+    assert any(a is not None and not torch.allclose(a, b) for a, b in zip(g1, got, strict=True))
+
+
+def test_darcy_reward_does_not_move_the_coefficient():
+    pde = pdes.get("darcy")
+    x = torch.rand(2, 2, 16, 16) * 10 + 2
+    x.requires_grad_(True)
+    ResidualReward(pde)(x).sum().backward()
+    assert x.grad[:, 0].abs().max() == 0 and x.grad[:, 1].abs().max() > 0
+    y = x.detach().clone().requires_grad_(True)
+    ResidualReward(pde, RewardConfig(channels=("all",), project=False))(y).sum().backward()
+    assert y.grad[:, 0].abs().max() > 0
+    with pytest.raises(ConfigError, match="channels"):
+        ResidualReward(pde, RewardConfig(channels=("p",)))
+    with pytest.raises(ConfigError, match="regions"):
+        ResidualReward(pde, RewardConfig(weights={"edge": 2.0}))
+
+
+def test_online_penalty_pulls_toward_the_base(base_model, tmp_path):
+    def distance(run):
+        before, after = _weights(base_model, "ema"), _weights(run / "model")
+        return sum(float((after[k] - before[k]).pow(2).sum()) for k in before)
+
+    free = tmp_path / "free"
+    finetune(_config(base_model, free, lr=3e-3), progress=False)
+    held = tmp_path / "held"
+    reg = RegularizationConfig(online_lambda=1e3, ema_halflife_samples=8.0, alphas=(0.5,))
+    finetune(_config(base_model, held, lr=3e-3, regularization=reg), progress=False)
+    assert 0 < distance(held) < 0.5 * distance(free)
+
+
+def test_resume_reproduces_the_uninterrupted_run(base_model, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    finetune(_config(base_model, straight), progress=False)
+    split = tmp_path / "split"
+    original = loop_module.per_sample_noise
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):  # Ctrl-C at iteration 5, after the checkpoint at 4
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "per_sample_noise", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(_config(base_model, split), progress=False)
+    monkeypatch.setattr(loop_module, "per_sample_noise", original)
+    with pytest.raises(OutputExistsError, match="resume"):
+        finetune(_config(base_model, split), progress=False)
+    finetune(_config(base_model, split), resume=True, progress=False)
+    a, b = _weights(straight / "model"), _weights(split / "model")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ema_a, ema_b = _weights(straight / "model", "ema"), _weights(split / "model", "ema")
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+
+    def lines(run, name):
+        return [
+            {k: v for k, v in json.loads(ln).items() if k != "seconds"}
+            for ln in (run / name).read_text().splitlines()
+        ]
+
+    assert lines(straight, "metrics.jsonl") == lines(split, "metrics.jsonl")
+    assert lines(straight, "evals.jsonl") == lines(split, "evals.jsonl")
+
+
+def test_finetuning_lowers_the_held_out_residual(base_model, tmp_path):
+    cfg = _config(
+        base_model,
+        tmp_path / "run",
+        iterations=40,
+        batch_size=8,
+        sampler=SamplerConfig(steps=10),
+        lr=1e-4,
+        lr_schedule="constant",
+        eval=EvalConfig(every=10, n=16, n_reference=32),
+        regularization=RegularizationConfig(ema_halflife_samples=64.0, fidelity_tolerance=0.2),
+    )
+    result = finetune(cfg, progress=False)
+    chosen, base = result.selected["chosen"], result.selected["base"]
+    assert chosen["residual"] < 0.5 * base["residual"], result.selected
+    _, record = load_denoiser(tmp_path / "run" / "model")
+    assert record["stage"] == "finetune" and record["selection"]["chosen"] == chosen
+
+
+@pytest.mark.parametrize("method", sorted(PRESETS))
+def test_every_method_keeps_the_contract(base_model, tmp_path, method):
+    """Runs, logs finite rewards, writes a model that loads like the base, records its selection."""
+    cfg = _config(base_model, tmp_path / method, method=method, iterations=2, **PRESETS_KW.get(method, {}))
+    result = finetune(cfg, progress=False)
+    rows = [json.loads(ln) for ln in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(math.isfinite(r["reward"]) and r["reward"] < 0 for r in rows)
+    model, record = load_denoiser(tmp_path / method / "model", expect={"pde": "poisson", "method": method})
+    assert result.selected["chosen"]["weights"] and record["resolution"] == 16
+    x = torch.randn(1, 2, 16, 16)
+    assert model(x, torch.ones(1)).shape == x.shape
+
+
+PRESETS_KW = {"draft": {"sampler": SamplerConfig(steps=3)}, "alignprop": {"sampler": SamplerConfig(steps=3)}}
+
+
+def test_bad_configs_are_clear_errors(base_model, tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown fine-tuning method 'pirff'"):
+        finetune(_config(base_model, tmp_path / "a", method="pirff"), progress=False)
+    with pytest.raises(ConfigError, match=r"truncation\.k = 9"):
+        finetune(_config(base_model, tmp_path / "b", truncation=TruncationConfig(k=9)), progress=False)
+    with pytest.raises(ConfigError, match="positive"):
+        finetune(_config(base_model, tmp_path / "c", iterations=0), progress=False)
