@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import pirf.pdes as pdes
-from pirf import data
 from pirf.errors import ConfigError, OutputExistsError
 from pirf.finetune import PRESETS, FinetuneConfig, finetune
 from pirf.finetune import loop as loop_module
@@ -19,27 +18,11 @@ from pirf.models.factory import load_denoiser
 from pirf.normalization import Normalization
 from pirf.rewards import ResidualReward, RewardConfig
 from pirf.sampling import karras_sigmas, sample_heun
-from pirf.training import DataConfig, ModelConfig, PretrainConfig, pretrain
 
 
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("base")
-    path = root / "poisson.h5"
-    data.generate_dataset(pdes.get("poisson"), 64, path, resolution=16, progress=False)
-    cfg = PretrainConfig(
-        data=DataConfig(path=str(path)),
-        out=str(root / "run"),
-        model=ModelConfig(base_channels=8, channel_mult=(1, 2), mid_attention=False),
-        steps=400,
-        batch_size=16,
-        lr=2e-3,
-        warmup_steps=5,
-        log_every=100,
-        checkpoint_every=400,
-    )
-    pretrain(cfg, progress=False)
-    return root / "run" / "model.safetensors"
+@pytest.fixture
+def base_model(tiny_poisson_model):
+    return tiny_poisson_model
 
 
 def _config(base_model, out, **kw) -> FinetuneConfig:

@@ -182,12 +182,13 @@ def plot_samples(pde: pdes.PDE, blocks: Sequence[Block], n_show: int = N_SHOW) -
 
 
 def residual_maps(pde: pdes.PDE, x: np.ndarray) -> np.ndarray:
-    """|residual| ``[N, H, W]`` in physical units (NaN for non-finite samples)."""
+    """|residual| ``[N, H, W]`` in physical units after `PDE.project`, as the reward and the
+    statistics see it (NaN for non-finite samples)."""
     out = np.full((len(x), x.shape[2], x.shape[3]), np.nan)
     ok = np.isfinite(x).all(axis=(1, 2, 3))
     if ok.any():
         with torch.no_grad():
-            r = pde.residual(torch.from_numpy(np.asarray(x[ok], dtype=np.float64)))
+            r = pde.residual(pde.project(torch.from_numpy(np.asarray(x[ok], dtype=np.float64))))
         out[ok] = r.abs().numpy()
     return out
 

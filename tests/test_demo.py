@@ -1,0 +1,53 @@
+"""`pirf demo` end to end on a tiny model: it fine-tunes, compares on the same seeds, writes the
+report and figures, and refuses to overwrite an earlier demo."""
+
+import json
+
+import pytest
+
+from pirf.cli import main
+from pirf.demo import run_demo
+from pirf.errors import OutputExistsError
+
+FAST = [
+    "iterations=12",
+    "batch_size=8",
+    "sampler.steps=8",
+    "lr=1e-4",
+    "lr_schedule=constant",
+    "eval.every=6",
+    "eval.n=8",
+    "eval.n_reference=16",
+]
+
+
+def test_demo_fine_tunes_compares_and_writes_its_report(tiny_poisson_model, tmp_path):
+    out = tmp_path / "demo"
+    report = run_demo(
+        "poisson", out, overrides=[f"base={tiny_poisson_model}", *FAST], n=8, steps=8, progress=False
+    )
+    for name in ("report.md", "report.json", "samples.png", "residuals.png", "finetune/model.safetensors"):
+        assert (out / name).exists(), name
+    c = report["comparison"]
+    assert set(c["residual"]) == {"all", "interior", "boundary"}
+    row = c["residual"]["all"]
+    assert (
+        row["base"] > 0
+        and row["finetuned"] > 0
+        and row["reduction"] == pytest.approx(row["base"] / row["finetuned"])
+    )
+    assert row["floor"] < row["base"]  # a rough model sits far above the data floor
+    assert {"fidelity_score", "moments", "spectrum", "sliced_wasserstein", "diversity"} <= set(c["fidelity"])
+    assert json.loads((out / "report.json").read_text())["benchmark"] == "poisson"
+    assert "| all |" in (out / "report.md").read_text()
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        run_demo(
+            "poisson", out, overrides=[f"base={tiny_poisson_model}", *FAST], n=8, steps=8, progress=False
+        )
+
+
+def test_demo_cli_reports_an_unknown_benchmark(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--benchmark", "darcyy"])
+    assert exit_info.value.code == 2
+    assert "darcy" in capsys.readouterr().err
