@@ -24,6 +24,7 @@ weights) and ``model.{safetensors,json}`` (the selected model; loads like a base
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -53,6 +54,7 @@ from pirf.pdes.base import PDE
 from pirf.rewards import ResidualReward
 from pirf.sampling import karras_sigmas, per_sample_noise, sample_heun
 from pirf.training.ema import EMA, ema_beta
+from pirf.training.engine import make_accelerator
 from pirf.training.progress import progress_bar
 from pirf.training.state import load_optimizer, optimizer_tensors, prefixed, unprefixed
 
@@ -64,6 +66,7 @@ class FinetuneResult:
     seconds: float
     bad_steps: int
     selected: dict[str, Any]
+    checksum: list[float]  # `weights_checksum` of the trained weights at the end (per process)
 
 
 @dataclass
@@ -109,7 +112,7 @@ def _trainable(model: nn.Module, example: Tensor, layers: str) -> list[tuple[str
     return chosen
 
 
-def build_context(cfg: FinetuneConfig) -> Context:
+def build_context(cfg: FinetuneConfig, accelerator: Accelerator | None = None) -> Context:
     """Load the base model, freeze what is not trained, and get the held-out reference set."""
     from pirf.evaluation.runner import reference_for, resolve_model
 
@@ -121,7 +124,9 @@ def build_context(cfg: FinetuneConfig) -> Context:
     example = torch.zeros(2, len(pde.fields), resolution, resolution)
     trained = _trainable(model, example, cfg.layers)
     base = {name: p.detach().clone() for name, p in trained}
-    ref_path, _ = reference_for(record, cfg.eval.reference, cfg.eval.n_reference, progress=False)
+    first = accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext()
+    with first:  # the main process solves (and caches) the held-out set, the others then read it
+        ref_path, _ = reference_for(record, cfg.eval.reference, cfg.eval.n_reference, progress=False)
     reference = read_fields(ref_path)
     s = cfg.sampler
     sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
@@ -224,6 +229,35 @@ def _all_reduce_gradients(accelerator: Accelerator, params: list[nn.Parameter]) 
         offset += g.numel()
 
 
+def _gathered(accelerator: Accelerator, logs: dict[str, Tensor]) -> dict[str, float]:
+    """Per-sample logs of all processes, reduced: the mean of each, and for ``residual_mse`` the
+    median too (``reward`` = -mean residual); equal to what one process with the global batch logs."""
+    values = {k: accelerator.gather(v.reshape(-1).float().contiguous()) for k, v in logs.items()}
+    out = {k: float(v.mean()) for k, v in values.items()}
+    if "residual_mse" in values:
+        out["reward"] = -out.pop("residual_mse")
+        out["residual_mse"] = float(values["residual_mse"].median())
+    return out
+
+
+def weights_checksum(params: list[nn.Parameter]) -> Tensor:
+    """A float64 fingerprint of the trained weights (sum and sum of squares)."""
+    flat = torch.cat([p.detach().reshape(-1).double() for p in params])
+    return torch.stack([flat.sum(), flat.pow(2).sum()])
+
+
+def _check_in_sync(accelerator: Accelerator, params: list[nn.Parameter], iteration: int) -> None:
+    """Every process must hold the same weights (same averaged gradients, same optimizer)."""
+    if accelerator.num_processes == 1:
+        return
+    sums = accelerator.gather(weights_checksum(params).reshape(1, 2))
+    if not bool((sums == sums[0]).all()):
+        raise NonFiniteError(
+            f"the {accelerator.num_processes} processes hold different weights at iteration {iteration}",
+            "report this as a bug; resume from the last checkpoint on one process",
+        )
+
+
 def _grad_norm(params: list[nn.Parameter]) -> float:
     grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
     return float(torch.cat(grads).norm()) if grads else 0.0
@@ -252,7 +286,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     """Fine-tune ``cfg.base`` with ``cfg.method``; with ``resume`` continue the run in ``cfg.out``."""
     if cfg.iterations < 1 or cfg.batch_size < 1:
         raise ConfigError("finetune: iterations and batch_size must be positive")
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % world:
         raise ConfigError(
@@ -260,7 +294,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
             f"use a multiple of {world}",
         )
     method = make_method(cfg)
-    ctx = build_context(cfg)
+    ctx = build_context(cfg, accelerator)
     reward = ResidualReward(ctx.pde, cfg.reward)
     if method.needs_differentiable_reward and not reward.differentiable:
         raise ConfigError(f"{method.name} backpropagates the reward; this reward has no gradient")
@@ -344,7 +378,10 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
                         "lower lr, use loss=log-mse, or restrict layers/reward channels",
                     )
             state.iteration = done = iteration + 1
-            last_logs = logs | {"loss": float(loss.detach()), "grad_norm": grad_norm}
+            last_logs = _gathered(accelerator, logs) | {
+                "loss": float(accelerator.reduce(loss.detach().reshape(1), reduction="mean")),
+                "grad_norm": grad_norm,
+            }
             if accelerator.is_main_process and (done % cfg.log_every == 0 or done == cfg.iterations):
                 line = {
                     "iteration": done,
@@ -362,11 +399,15 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
                 residual=last_logs["residual_mse"],
                 **({"best": state.best["residual"]} if state.best else {}),
             )
-            if accelerator.is_main_process and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
-                save(latest, done)
+            if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+                _check_in_sync(accelerator, params, done)
+                if accelerator.is_main_process:
+                    save(latest, done)
     state.seconds += time.perf_counter() - t0
     selected = _select(ctx, cfg, state, best_path, ema, run_dir, accelerator)
-    return FinetuneResult(run_dir, cfg.iterations, state.seconds, state.bad_steps, selected)
+    accelerator.wait_for_everyone()
+    checksum = weights_checksum(params).tolist()
+    return FinetuneResult(run_dir, cfg.iterations, state.seconds, state.bad_steps, selected, checksum)
 
 
 def _record(cfg: FinetuneConfig, ctx: Context, iteration: int) -> dict[str, Any]:

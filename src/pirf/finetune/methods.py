@@ -55,8 +55,10 @@ class Method(ABC):
     needs_differentiable_reward: bool = True
 
     @abstractmethod
-    def loss(self, rollout: Rollout) -> tuple[Tensor, dict[str, float]]:
-        """(loss, logs); logs hold at least ``reward`` (mean over the local batch)."""
+    def loss(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
+        """(loss, logs). Logs are 1-d tensors of per-sample values (the loop gathers them over
+        processes and logs their mean, and the median of ``residual_mse``); they hold at least
+        ``residual_mse`` = -reward per sample."""
 
 
 def checkpointed(denoiser: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
@@ -100,7 +102,7 @@ class RewardBackprop(Method):
             raise ConfigError(f"truncation.k = {k} for a {n}-step chain", f"use 1 <= k <= {n}")
         return k
 
-    def loss(self, rollout: Rollout) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
         n = rollout.sigmas.shape[0] - 1
         k = self.window(n, rollout.rng)
         if self.truncation.mode == "lv":
@@ -108,9 +110,7 @@ class RewardBackprop(Method):
         else:
             x0 = sample_heun(rollout.denoiser, rollout.noise, rollout.sigmas, grad_steps=k).x0
         mse = -rollout.reward(rollout.normalization.denormalize(x0))
-        loss = reward_loss(mse, self.form)
-        logs = {"reward": float(-mse.detach().mean()), "residual_mse": float(mse.detach().median())}
-        return loss, logs | {"window": float(k)}
+        return reward_loss(mse, self.form), {"residual_mse": mse.detach(), "window": torch.tensor([float(k)])}
 
     def _lv_samples(self, rollout: Rollout) -> Tensor:
         """DRaFT-LV (Clark et al. 2024): the last step from x_{N-1} with gradient, plus

@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 
 from pirf import pdes
 from pirf.config import to_dict
@@ -34,6 +33,7 @@ from pirf.models.checkpoint import checkpoint_paths, load_checkpoint, load_into,
 from pirf.models.denoiser import edm_loss, flow_matching_loss
 from pirf.models.factory import build_denoiser, describe
 from pirf.training.ema import EMA, ema_beta
+from pirf.training.engine import make_accelerator
 from pirf.training.progress import progress_bar
 from pirf.training.state import load_optimizer, optimizer_tensors, prefixed, unprefixed
 
@@ -216,7 +216,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     """Train a base model on ``cfg.data``; with ``resume`` continue the run in ``cfg.out``."""
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ConfigError("pretrain: steps and batch_size must be positive")
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     with accelerator.main_process_first():
         data_path = ensure_data(cfg.data, progress=progress and accelerator.is_main_process)
     dataset = FieldDataset(data_path)
