@@ -96,3 +96,42 @@ def test_exported_model_loads_with_provenance(poisson_file, tmp_path):
     assert model(x, torch.full((2,), 0.5)).shape == x.shape
     with pytest.raises(DataFileError, match="expected 'darcy'"):
         load_denoiser(run / "model", expect={"pde": "darcy"})
+
+
+def test_bad_inputs_are_clear_errors(poisson_file, tmp_path):
+    import shutil
+
+    import h5py
+    import numpy as np
+
+    from pirf.config import load_config
+    from pirf.errors import ConfigError, NonFiniteError
+
+    bad = tmp_path / "nan.h5"
+    shutil.copy(poisson_file, bad)
+    with h5py.File(bad, "r+") as f:
+        f["fields"][3, 0, 2, 2] = np.nan
+    with pytest.raises(NonFiniteError, match="NaN"):
+        pretrain(_config(bad, tmp_path / "run"), progress=False)
+    with pytest.raises(ConfigError, match=r"does not exist.*\n.*data\.pde"):
+        pretrain(_config(tmp_path / "missing.h5", tmp_path / "run2"), progress=False)
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'model\.chanel_mult'.*\n.*did you mean 'channel_mult'"
+    ):
+        load_config(PretrainConfig, overrides=["model.chanel_mult=[1,2]"])
+
+
+def test_missing_data_is_generated_from_the_config(tmp_path):
+    cfg = PretrainConfig(
+        data=DataConfig(path=str(tmp_path / "gen.h5"), pde="poisson", n=16, resolution=16),
+        out=str(tmp_path / "run"),
+        model=TINY,
+        steps=2,
+        batch_size=4,
+        log_every=1,
+        checkpoint_every=2,
+    )
+    pretrain(cfg, progress=False)
+    info = data.read_info(tmp_path / "gen.h5")
+    assert info.n == 16 and info.resolution == 16 and info.pde.name == "poisson"
+    assert load_denoiser(tmp_path / "run" / "model")[1]["data"]["n"] == 16
