@@ -190,3 +190,28 @@ def test_bad_configs_are_clear_errors(base_model, tmp_path):
         finetune(_config(base_model, tmp_path / "b", truncation=TruncationConfig(k=9)), progress=False)
     with pytest.raises(ConfigError, match="positive"):
         finetune(_config(base_model, tmp_path / "c", iterations=0), progress=False)
+
+
+def test_anchor_holds_the_channels_the_reward_cannot_move(base_model, tmp_path):
+    """Poisson's reward moves u only; the anchor keeps f near what the base model makes."""
+
+    def drift(run):
+        return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+
+    free = tmp_path / "free"
+    finetune(_config(base_model, free, lr=3e-3, iterations=6), progress=False)
+    held = tmp_path / "held"
+    reg = RegularizationConfig(anchor_fixed_channels=100.0, ema_halflife_samples=8.0, alphas=(0.5,))
+    finetune(_config(base_model, held, lr=3e-3, iterations=6, regularization=reg), progress=False)
+    rows = drift(held)
+    assert all("anchor_drift" in r for r in rows) and "anchor_drift" not in drift(free)[0]
+    assert rows[0]["anchor_drift"] < 1e-10  # first step: the weights are the base weights
+
+    def f_change(run):
+        model_b, model_a = load_denoiser(base_model)[0], load_denoiser(run / "model", weights="model")[0]
+        x = torch.randn(4, 2, 16, 16, generator=torch.Generator().manual_seed(1))
+        sigma = torch.full((4,), 0.5)
+        with torch.no_grad():
+            return float((model_a(x, sigma)[:, 0] - model_b(x, sigma)[:, 0]).pow(2).mean())
+
+    assert f_change(held) < 0.5 * f_change(free)

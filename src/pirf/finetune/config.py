@@ -50,7 +50,9 @@ class RegularizationConfig:
     """Weight regularization (PIRF Sec. 4.3).
 
     Online: ``online_lambda`` * ||theta - theta_base||^2 over the trained parameters, anchored at
-    the loaded base weights. Offline: an EMA of the weights started from the base with
+    the loaded base weights; ``anchor_fixed_channels`` * the drift of the channels the reward may
+    not move away from what the base model makes from the same state (`fixed_channel_drift`).
+    Offline: an EMA of the weights started from the base with
     ``ema_halflife_samples`` (0 = no EMA); early stopping keeps the evaluated weights with the
     lowest held-out residual whose fidelity score stays within ``fidelity_tolerance`` (relative)
     of the base model's; at the end the interpolations theta_base + alpha (theta_best -
@@ -58,6 +60,7 @@ class RegularizationConfig:
     """
 
     online_lambda: float = 0.0
+    anchor_fixed_channels: float = 0.0
     ema_halflife_samples: float = 400.0
     early_stopping: bool = True
     fidelity_tolerance: float = 0.2

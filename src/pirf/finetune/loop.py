@@ -318,6 +318,11 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
         if accelerator.is_main_process:
             _append(run_dir / "evals.jsonl", {"iteration": 0, "weights": "base", **state.base_score})
     denoiser = checkpointed(ctx.model) if cfg.gradient_checkpointing else ctx.model
+    fixed = torch.tensor([name not in reward.movable for name in ctx.pde.fields])
+    anchor = None
+    if cfg.regularization.anchor_fixed_channels > 0:
+        anchor = copy.deepcopy(ctx.model).requires_grad_(False)
+        anchor.load_state_dict(interpolate(ctx.model.state_dict(), ctx.base, 0.0))
     local = list(range(rank, cfg.batch_size, world))
     c, r = len(ctx.pde.fields), int(ctx.record["resolution"])
     t0, last_logs = time.perf_counter(), {}
@@ -349,6 +354,9 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
                 reward,
                 ctx.normalization,
                 iteration_rng(cfg.seed, iteration),
+                anchor=anchor,
+                anchor_weight=cfg.regularization.anchor_fixed_channels,
+                fixed=fixed,
             )
             optimizer.zero_grad(set_to_none=True)
             loss, logs = method.loss(rollout)

@@ -46,6 +46,9 @@ class Rollout:
     reward: Reward  # on physical fields
     normalization: Normalization
     rng: np.random.Generator  # seeded by (seed, iteration): the same on every process
+    anchor: Callable[[Tensor, Tensor], Tensor] | None = None  # the frozen base model's D(x, sigma)
+    anchor_weight: float = 0.0
+    fixed: Tensor | None = None  # [C] bool: channels the reward may not move
 
 
 class Method(ABC):
@@ -105,12 +108,22 @@ class RewardBackprop(Method):
     def loss(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
         n = rollout.sigmas.shape[0] - 1
         k = self.window(n, rollout.rng)
+        anchored = rollout.anchor_weight > 0 and rollout.fixed is not None and bool(rollout.fixed.any())
         if self.truncation.mode == "lv":
-            x0 = self._lv_samples(rollout)
+            x0, entering, k = self._lv_samples(rollout), None, 1
         else:
-            x0 = sample_heun(rollout.denoiser, rollout.noise, rollout.sigmas, grad_steps=k).x0
+            out = sample_heun(
+                rollout.denoiser, rollout.noise, rollout.sigmas, grad_steps=k, return_trajectory=anchored
+            )
+            x0, entering = out.x0, (out.trajectory[n - k].detach() if anchored else None)
         mse = -rollout.reward(rollout.normalization.denormalize(x0))
-        return reward_loss(mse, self.form), {"residual_mse": mse.detach(), "window": torch.tensor([float(k)])}
+        loss = reward_loss(mse, self.form)
+        logs = {"residual_mse": mse.detach(), "window": torch.tensor([float(k)])}
+        if anchored and entering is not None:
+            drift = fixed_channel_drift(rollout, entering, x0[: entering.shape[0]], n - k)
+            loss = loss + rollout.anchor_weight * drift.mean()
+            logs["anchor_drift"] = drift.detach()
+        return loss, logs
 
     def _lv_samples(self, rollout: Rollout) -> Tensor:
         """DRaFT-LV (Clark et al. 2024): the last step from x_{N-1} with gradient, plus
@@ -125,6 +138,23 @@ class RewardBackprop(Method):
             start = (x0.detach() + last[0] * eps) / last[0]  # the chain starts at sigmas[0] * noise
             copies.append(sample_heun(rollout.denoiser, start, last, grad_steps=1).x0)
         return torch.cat(copies)
+
+
+def fixed_channel_drift(rollout: Rollout, entering: Tensor, x0: Tensor, start: int) -> Tensor:
+    """Per-sample mean squared difference ``[B]``, over the channels the reward may not move, between
+    the fine-tuned model's x0 and the frozen base model's x0 from the same state x_start (the state
+    entering the gradient window), in the model's normalized units:
+
+        drift_b = mean_{c fixed, pixels} (x0_b - x0_b^base)^2.
+
+    The reward cannot see those channels (Darcy's coefficient, a Poisson source), so nothing else
+    holds them: the trained layers make every channel, and a fine-tune that improves u drifts a.
+    """
+    sigmas = rollout.sigmas[start:]
+    with torch.no_grad():
+        base = sample_heun(rollout.anchor, entering / sigmas[0], sigmas).x0
+    mask = rollout.fixed.to(x0.device)
+    return (x0[:, mask] - base[:, mask]).pow(2).mean(dim=(1, 2, 3))
 
 
 def make_method(cfg: FinetuneConfig) -> Method:
