@@ -526,3 +526,13 @@ def test_bad_input_raises(fields, poisson):
         m.moments(ref, ref, batch_size=0)
     with pytest.raises(ConfigError):
         m.sliced_wasserstein(ref, ref, n_projections=0)
+
+
+def test_degenerate_arguments_are_clear_errors():
+    x = np.random.default_rng(0).standard_normal((6, 1, 8, 8))
+    with pytest.raises(ConfigError, match="max_pairs"):
+        m.diversity(x, max_pairs=0)
+    with pytest.raises(ConfigError, match="train_subsample"):
+        m.nearest_neighbour_distance(x, x, train_subsample=0)
+    with pytest.raises(ShapeError, match="non-empty"):
+        m.wasserstein_1d(np.array([]), np.array([1.0]))

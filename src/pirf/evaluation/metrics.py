@@ -215,6 +215,8 @@ def wasserstein_1d(u: np.ndarray, v: np.ndarray) -> float:
     quantile interpolation needed).
     """
     u, v = np.sort(np.ravel(u)), np.sort(np.ravel(v))
+    if u.size == 0 or v.size == 0:
+        raise ShapeError("wasserstein_1d needs two non-empty sets of values", "pass at least one value each")
     merged = np.sort(np.concatenate([u, v]))
     cdf_u = np.searchsorted(u, merged[:-1], side="right") / u.size
     cdf_v = np.searchsorted(v, merged[:-1], side="right") / v.size
@@ -337,6 +339,8 @@ def diversity(
     ``ratio`` ~ 1: as diverse as the data; ~ 0: collapse onto a few fields.
     """
     _check(samples, "samples", pde)
+    if max_pairs < 1:
+        raise ConfigError(f"max_pairs = {max_pairs}", "use at least 1 pair (default 4096)")
     if reference is not None:
         _check_pair(samples, reference, pde)
     std = channel_moments(samples if reference is None else reference, batch_size)[1]
@@ -394,6 +398,8 @@ def nearest_neighbour_distance(
 
     ``ratio`` ~ 1 for fresh samples of the data distribution; 0 for copies of training fields.
     """
+    if train_subsample < 1:
+        raise ConfigError(f"train_subsample = {train_subsample}", "use at least 1 (default 256)")
     d = nearest_neighbour_distances(samples, train, pde=pde, batch_size=batch_size)
     n = train.shape[0]
     if n < 2:
