@@ -84,7 +84,10 @@ class DatasetInfo:
 
 
 class ResidualAccumulator:
-    """Collects per-sample residual MSE/MAE per region; summarizes them as mean and median."""
+    """Collects per-sample residual MSE/MAE per region; summarizes them as mean and median.
+
+    Fields are scored after `PDE.project` (Darcy: the coefficient on its two phases), as the
+    reward and PIRF score them; solver output is already projected, so floors are unchanged."""
 
     def __init__(self, pde: pdes.PDE) -> None:
         self.pde = pde
@@ -92,7 +95,8 @@ class ResidualAccumulator:
 
     def add(self, fields: np.ndarray) -> None:
         with torch.no_grad():
-            stats = self.pde.residual_stats(torch.from_numpy(np.asarray(fields, np.float64)))
+            x = self.pde.project(torch.from_numpy(np.asarray(fields, np.float64)))
+            stats = self.pde.residual_stats(x)
         for part, metrics in stats.items():
             for metric, value in metrics.items():
                 self.values.setdefault(part, {}).setdefault(metric, []).append(value.numpy())

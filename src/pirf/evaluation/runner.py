@@ -333,7 +333,7 @@ def score_samples(
     kept = samples[finite]
     if len(kept) == 0:
         return out | {"residual": {}, "ratio_to_floor": {}, "mean_ratio_to_floor": {}, "fidelity": None}
-    residual = residual_summary(pde, _projected(pde, kept))
+    residual = residual_summary(pde, kept)  # scored after PDE.project (ResidualAccumulator)
     out["residual"] = residual
     out["ratio_to_floor"] = relative_to_floor(residual, floor, "median_mse")
     out["mean_ratio_to_floor"] = relative_to_floor(residual, floor, "mean_mse")
@@ -352,12 +352,6 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
-
-
-def _projected(pde: pdes.PDE, samples: np.ndarray) -> np.ndarray:
-    """The samples as the residual reward reads them (`PDE.project`: Darcy's coefficient snapped
-    onto its two phases, as PIRF scores it); fidelity is measured on the raw samples."""
-    return pde.project(torch.from_numpy(np.ascontiguousarray(samples))).numpy()
 
 
 # -- the whole evaluation ----------------------------------------------------------------------------
