@@ -99,19 +99,9 @@ def _call_backbone(backbone: nn.Module, x_in: Tensor, c: Tensor) -> Tensor:
     return out
 
 
-class Denoiser(nn.Module):
-    """EDM's preconditioned denoiser (Karras et al. 2022, eq. 7 and Table 1):
-
-        D(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma))
-
-        c_skip = sd^2 / (sigma^2 + sd^2)         c_out   = sigma sd / sqrt(sigma^2 + sd^2)
-        c_in   = 1 / sqrt(sigma^2 + sd^2)        c_noise = ln(sigma) / 4
-
-    with sd = ``sigma_data``. The backbone F sees unit-variance inputs and trains against a
-    unit-variance target at every sigma; D -> x as sigma -> 0 whatever F does.
-
-    ``backbone`` follows `Backbone`; ``channels`` and ``resolution`` default to its attributes.
-    """
+class _FieldModel(nn.Module):
+    """A network on ``[B, C, H, W]`` fields around a backbone (F for EDM, v for a flow), with the
+    data's ``sigma_data``; ``channels`` and ``resolution`` default to the backbone's attributes."""
 
     def __init__(
         self,
@@ -128,6 +118,21 @@ class Denoiser(nn.Module):
         self.sigma_data = float(sigma_data)
         self.channels = _model_attribute(backbone, "channels", channels)
         self.resolution = _model_attribute(backbone, "resolution", resolution)
+
+
+class Denoiser(_FieldModel):
+    """EDM's preconditioned denoiser (Karras et al. 2022, eq. 7 and Table 1):
+
+        D(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma))
+
+        c_skip = sd^2 / (sigma^2 + sd^2)         c_out   = sigma sd / sqrt(sigma^2 + sd^2)
+        c_in   = 1 / sqrt(sigma^2 + sd^2)        c_noise = ln(sigma) / 4
+
+    with sd = ``sigma_data``. The backbone F sees unit-variance inputs and trains against a
+    unit-variance target at every sigma; D -> x as sigma -> 0 whatever F does.
+
+    ``backbone`` follows `Backbone`; ``channels`` and ``resolution`` default to its attributes.
+    """
 
     def preconditioning(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(c_skip, c_out, c_in, c_noise) of EDM Table 1, elementwise in sigma."""
@@ -155,7 +160,7 @@ def t_to_sigma(t: Tensor) -> Tensor:
     return t / (1 - t)
 
 
-class FlowDenoiser(nn.Module):
+class FlowDenoiser(_FieldModel):
     """A rectified-flow velocity model behind the EDM call ``D(x, sigma) -> x0_hat``.
 
     The flow (Liu et al. 2023, rectified flow; Lipman et al. 2023, the conditional OT path)
@@ -171,22 +176,6 @@ class FlowDenoiser(nn.Module):
     facebookresearch/flow_matching's image examples). ``sigma_data`` is metadata for samplers: a
     flow has no preconditioning.
     """
-
-    def __init__(
-        self,
-        velocity: nn.Module,
-        sigma_data: float = 0.5,
-        *,
-        channels: int | None = None,
-        resolution: int | None = None,
-    ) -> None:
-        super().__init__()
-        if not sigma_data > 0:
-            raise ConfigError(f"sigma_data must be positive, got {sigma_data}", "use 0.5 for normalized data")
-        self.backbone = velocity
-        self.sigma_data = float(sigma_data)
-        self.channels = _model_attribute(velocity, "channels", channels)
-        self.resolution = _model_attribute(velocity, "resolution", resolution)
 
     def velocity(self, x_t: Tensor, t: float | Tensor) -> Tensor:
         """v(x_t, t) for x_t ``[B, C, H, W]`` and t a float or ``[B]`` tensor of flow times."""
