@@ -39,15 +39,15 @@ import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
 
-from pirf import pdes
 from pirf.config import to_dict
 from pirf.data import read_fields
 from pirf.errors import ConfigError, NonFiniteError, OutputExistsError
+from pirf.evaluation.runner import load_model, record_pde, reference_for, score_samples
 from pirf.finetune.config import FinetuneConfig
 from pirf.finetune.methods import Rollout, checkpointed, make_method
 from pirf.finetune.regularization import interpolate, online_penalty
 from pirf.models.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
-from pirf.models.factory import describe, load_denoiser
+from pirf.models.factory import describe
 from pirf.models.resolution_map import select_parameters
 from pirf.normalization import Normalization
 from pirf.pdes.base import PDE
@@ -114,11 +114,8 @@ def _trainable(model: nn.Module, example: Tensor, layers: str) -> list[tuple[str
 
 def build_context(cfg: FinetuneConfig, accelerator: Accelerator | None = None) -> Context:
     """Load the base model, freeze what is not trained, and get the held-out reference set."""
-    from pirf.evaluation.runner import reference_for, resolve_model
-
-    model, record = load_denoiser(resolve_model(cfg.base))
-    model.train(False)
-    pde = pdes.get(record["pde"], **record.get("pde_params", {}))
+    model, record, _ = load_model(cfg.base)
+    pde = record_pde(record)
     normalization = Normalization.from_dict(record["normalization"])
     resolution = int(record["resolution"])
     example = torch.zeros(2, len(pde.fields), resolution, resolution)
@@ -152,8 +149,6 @@ def sample_eval_set(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> np.n
 def score(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> dict[str, Any]:
     """Held-out residual (median MSE, per region; projected as the reward sees the samples) and
     fidelity score (`fidelity_report`, lower is better) of ``model``'s eval samples."""
-    from pirf.evaluation.runner import score_samples
-
     samples = sample_eval_set(ctx, model, cfg)
     floor = ctx.record.get("data", {}).get("floor") or {}
     result = score_samples(ctx.pde, samples, ctx.reference, floor)
