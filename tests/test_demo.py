@@ -46,8 +46,8 @@ def test_demo_fine_tunes_compares_and_writes_its_report(tiny_poisson_model, tmp_
         )
 
 
-def test_demo_cli_reports_an_unknown_benchmark(capsys):
+def test_demo_cli_reports_an_unknown_benchmark(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        main(["demo", "--benchmark", "darcyy"])
+        main(["demo", "--benchmark", "darcyy", "--out", str(tmp_path / "demo")])
     assert exit_info.value.code == 2
     assert "darcy" in capsys.readouterr().err

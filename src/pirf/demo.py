@@ -106,10 +106,10 @@ def run_demo(
     """Fine-tune ``benchmark``'s shipped model with PIRF and compare it to the base (see module)."""
     t0 = time.perf_counter()
     out = Path(out)
+    cfg = resolve_finetune_config(benchmark, "pirf", None, [f"out={out / 'finetune'}", *overrides])
     check_outputs(out, (*DEMO_FILES, "finetune"), overwrite)
     if overwrite and (out / "finetune").exists():
         shutil.rmtree(out / "finetune")
-    cfg = resolve_finetune_config(benchmark, "pirf", None, [f"out={out / 'finetune'}", *overrides])
     result = finetune(cfg, progress=progress)
     kw: dict[str, Any] = {"n": n, "steps": [steps], "seed": 0, "progress": progress}
     base = run_evaluation(cfg.base, **kw)
