@@ -9,10 +9,17 @@ import pytest
 import torch
 
 import pirf.pdes as pdes
+from pirf.config import packaged_configs
 from pirf.errors import ConfigError, OutputExistsError
 from pirf.finetune import PRESETS, FinetuneConfig, finetune
 from pirf.finetune import loop as loop_module
-from pirf.finetune.config import EvalConfig, RegularizationConfig, SamplerConfig, TruncationConfig
+from pirf.finetune.config import (
+    EvalConfig,
+    RegularizationConfig,
+    SamplerConfig,
+    TruncationConfig,
+    resolve_finetune_config,
+)
 from pirf.finetune.methods import RewardBackprop, Rollout, reward_loss
 from pirf.models.factory import load_denoiser
 from pirf.normalization import Normalization
@@ -190,6 +197,32 @@ def test_bad_configs_are_clear_errors(base_model, tmp_path):
         finetune(_config(base_model, tmp_path / "b", truncation=TruncationConfig(k=9)), progress=False)
     with pytest.raises(ConfigError, match="positive"):
         finetune(_config(base_model, tmp_path / "c", iterations=0), progress=False)
+
+
+def test_method_sections_tune_one_method_only(tmp_path):
+    """A config's ``methods.<M>`` section beats M's preset and leaves the other methods alone."""
+    cfg_file = tmp_path / "tuned.yaml"
+    cfg_file.write_text("lr: 2.0e-4\nmethods:\n  pirf: {truncation: {k: 3}}\n  draft-k: {lr: 5.0e-5}\n")
+    pirf = resolve_finetune_config("darcy", "pirf", cfg_file)
+    assert (pirf.truncation.k, pirf.lr, pirf.layers) == (3, 2e-4, "high-res")
+    draft_k = resolve_finetune_config("darcy", "draft-k", cfg_file)
+    assert (draft_k.truncation.k, draft_k.lr, draft_k.layers) == (1, 5e-5, "all")
+    assert resolve_finetune_config("darcy", "pirf", cfg_file, ["truncation.k=2"]).truncation.k == 2
+    shipped = resolve_finetune_config("darcy", "pirf")  # the shipped Darcy config tunes PIRF's window
+    assert shipped.truncation.k != PRESETS["pirf"]["truncation"]["k"]
+    assert resolve_finetune_config("darcy", "draft-k").truncation.k == PRESETS["draft-k"]["truncation"]["k"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methods: {pirff: {lr: 1.0}}\n")
+    with pytest.raises(ConfigError, match=r"(?s)unknown fine-tuning method 'pirff'.*did you mean 'pirf'"):
+        resolve_finetune_config("darcy", None, bad)
+
+
+@pytest.mark.parametrize("name", packaged_configs("finetune"))
+def test_shipped_finetune_configs_resolve_for_every_method(name):
+    for method in PRESETS:
+        cfg = resolve_finetune_config(name, method)
+        assert (cfg.method, cfg.base) == (method, name)
+        assert cfg.truncation.mode == PRESETS[method]["truncation"]["mode"]
 
 
 def test_anchor_holds_the_channels_the_reward_cannot_move(base_model, tmp_path):

@@ -138,27 +138,48 @@ def resolve_finetune_config(
 
     Layers, in increasing priority: dataclass defaults < the shipped config of the benchmark
     (``configs/finetune/<pde>.yaml``: tuned lr, iterations, evaluation) < the method's preset
-    (what defines the method: truncation, layers) < ``config`` (a file or a shipped name) <
-    ``overrides``. BASE and M, when given, set ``base`` and ``method``.
+    (what defines the method: truncation, layers) < the benchmark config's ``methods.<M>``
+    section (values tuned for that method on that benchmark, e.g. PIRF's window K) < ``config``
+    (a file or a shipped name; it may hold a ``methods`` section too) < ``overrides``. BASE and
+    M, when given, set ``base`` and ``method``.
     """
-    data: dict[str, Any] = {}
     benchmark = _benchmark_of(base)
-    if benchmark in packaged_configs("finetune"):
-        data = deep_merge(data, read_yaml(resolve_config("finetune", benchmark)))
-    method = method or data.get("method") or "pirf"
+    shipped = read_yaml(resolve_config("finetune", benchmark)) if benchmark in packaged_configs("finetune") else {}
+    shipped, shipped_tuned = _split_methods(shipped)
+    user, user_tuned = _split_methods(read_yaml(resolve_config("finetune", config)) if config is not None else {})
+    method = method or user.get("method") or shipped.get("method") or "pirf"
+    _check_method(method)
+    data: dict[str, Any] = {}
+    for layer in (shipped, PRESETS[method] | {"method": method}, shipped_tuned.get(method), user, user_tuned.get(method)):
+        data = deep_merge(data, layer or {})
+    if base is not None:
+        data["base"] = str(base)
+    data.setdefault("out", f"runs/finetune/{benchmark or Path(str(data.get('base', 'model'))).stem}-{method}")
+    return load_config(FinetuneConfig, None, overrides, base=data)
+
+
+METHOD_SECTION = "methods"
+"""Key of a benchmark config's per-method section: ``methods: {pirf: {truncation: {k: 4}}}``."""
+
+
+def _split_methods(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config without its ``methods`` section, the section), every method in it checked."""
+    data = dict(data)
+    tuned = data.pop(METHOD_SECTION, None) or {}
+    if not isinstance(tuned, dict):
+        raise ConfigError(f"'{METHOD_SECTION}' must map method names to settings", "e.g. methods: {pirf: {lr: 1e-4}}")
+    for name in tuned:
+        _check_method(name)
+    return data, tuned
+
+
+def _check_method(method: str) -> None:
     if method not in PRESETS:
         close = difflib.get_close_matches(method, list(PRESETS), n=1)
         raise ConfigError(
             f"unknown fine-tuning method {method!r}",
             ("did you mean " + repr(close[0]) + "? " if close else "") + f"methods: {', '.join(PRESETS)}",
         )
-    data = deep_merge(data, PRESETS[method] | {"method": method})
-    if config is not None:
-        data = deep_merge(data, read_yaml(resolve_config("finetune", config)))
-    if base is not None:
-        data["base"] = str(base)
-    data.setdefault("out", f"runs/finetune/{benchmark or Path(str(data.get('base', 'model'))).stem}-{method}")
-    return load_config(FinetuneConfig, None, overrides, base=data)
 
 
 def _benchmark_of(base: str | None) -> str | None:
