@@ -54,7 +54,8 @@ def judge(comparison: dict[str, Any], noise: dict[str, float]) -> dict[str, Any]
     return {
         "residual": {r: {"reduction": x, "met": x >= RESIDUAL_TARGET} for r, x in reductions.items()},
         "fidelity": terms,
-        "all_met": all(x >= RESIDUAL_TARGET for x in reductions.values()) and all(t["met"] for t in terms.values()),
+        "all_met": all(x >= RESIDUAL_TARGET for x in reductions.values())
+        and all(t["met"] for t in terms.values()),
     }
 
 
@@ -82,7 +83,7 @@ def run_benchmark(name: str, n: int, out: Path, reuse: bool) -> dict[str, Any]:
     return result
 
 
-def markdown(results: list[dict[str, Any]], command: str) -> str:
+def markdown(results: list[dict[str, Any]]) -> str:
     """Two tables: residual per region, and fidelity terms with their sampling noise."""
     res_rows, fid_rows = [], []
     for r in results:
@@ -91,7 +92,9 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         res_rows.append(
             [
                 r["benchmark"],
-                f"{ft['iterations']} its, {ft['seconds'] / 60:.0f} min; kept {chosen['weights']}, alpha {chosen['alpha']}",
+                str(r["n"]),
+                f"{ft['iterations']} its, {ft['seconds'] / 60:.0f} min; "
+                f"kept {chosen['weights']}, alpha {chosen['alpha']}",
                 *(
                     f"{c['residual'][g]['base']:.3g} → {c['residual'][g]['finetuned']:.3g} "
                     f"({c['residual'][g]['reduction']:.1f}x) / {c['residual'][g]['floor']:.2g}"
@@ -117,12 +120,19 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         [
             "# PIRF acceptance on the CPU default scale",
             "",
-            f"Command: `{command}`. 20 Heun steps; base and fine-tuned model sampled from the same "
-            f"{results[0]['n']} seeds; median per-sample residual MSE (physical units) "
-            "as base → fine-tuned (reduction) / data floor.",
+            "Command: `python benchmarks/finetune_acceptance.py NAME --n N` (N per row). 20 Heun steps; "
+            "base and fine-tuned model sampled from the same N seeds; median per-sample residual MSE "
+            "(physical units) as base → fine-tuned (reduction) / data floor.",
             "",
             markdown_table(
-                ["benchmark", "fine-tune", "residual, all", "residual, interior", f">= {RESIDUAL_TARGET:.0f}x"],
+                [
+                    "benchmark",
+                    "N",
+                    "fine-tune",
+                    "residual, all",
+                    "residual, interior",
+                    f">= {RESIDUAL_TARGET:.0f}x",
+                ],
                 res_rows,
             ),
             "",
@@ -130,7 +140,15 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
             "between two sample sets of the base model (seeds 0 and 1), relative.",
             "",
             markdown_table(
-                ["benchmark", "term", "base", "fine-tuned", "change", "noise", f"<= {1 + FIDELITY_TOLERANCE:.1f}x base"],
+                [
+                    "benchmark",
+                    "term",
+                    "base",
+                    "fine-tuned",
+                    "change",
+                    "noise",
+                    f"<= {1 + FIDELITY_TOLERANCE:.1f}x base",
+                ],
                 fid_rows,
             ),
             "",
@@ -145,14 +163,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/acceptance"))
     parser.add_argument("--reuse", action="store_true", help="keep benchmarks already finished in --out")
     args = parser.parse_args()
-    results = [run_benchmark(name, args.n, args.out, args.reuse) for name in args.benchmarks]
-    command = "python benchmarks/finetune_acceptance.py " + " ".join(args.benchmarks) + f" --n {args.n}"
-    RESULTS.mkdir(exist_ok=True)
-    stem = "finetune_acceptance" if len(args.benchmarks) == len(BENCHMARKS) else "finetune_acceptance_" + "_".join(args.benchmarks)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float))
-    text = markdown(results, command)
-    (RESULTS / f"{stem}.md").write_text(text)
-    print(text)
+    store = RESULTS / "finetune_acceptance.json"
+    done = {r["benchmark"]: r for r in json.loads(store.read_text())} if store.exists() else {}
+    for name in args.benchmarks:  # each result lands at once: a later failure keeps the earlier ones
+        done[name] = run_benchmark(name, args.n, args.out, args.reuse)
+        results = [done[b] for b in BENCHMARKS if b in done]
+        RESULTS.mkdir(exist_ok=True)
+        store.write_text(json.dumps(results, indent=1, default=float))
+        (RESULTS / "finetune_acceptance.md").write_text(markdown(results))
+    print((RESULTS / "finetune_acceptance.md").read_text())
 
 
 if __name__ == "__main__":

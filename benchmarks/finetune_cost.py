@@ -1,7 +1,7 @@
 """Cost of reward fine-tuning against plain sampling: wall time per 1,000 trajectories and peak
 memory, at N = 20 and N = 80 Heun steps, on the shipped Darcy base model (32x32).
 
-    python benchmarks/finetune_cost.py        # ~10 min on 2 cores; writes benchmarks/results/finetune_cost.md
+    python benchmarks/finetune_cost.py        # ~15 min on 2 cores; writes benchmarks/results/finetune_cost.md
 
 Each setting runs in its own process (peak resident memory is per process): load the model,
 one warm-up iteration, then ``--iterations`` timed iterations of ``--batch`` trajectories, each
@@ -26,6 +26,7 @@ SETTINGS = {  # name -> (truncation mode, K, layers, gradient checkpointing)
     "sampling (no gradients)": None,
     "PIRF K=1, high-res layers": ("fixed", 1, "high-res", False),
     "PIRF K=2, high-res layers": ("fixed", 2, "high-res", False),
+    "PIRF K=4, high-res layers (the tuned Darcy window)": ("fixed", 4, "high-res", False),
     "DRaFT-K K=1, all layers": ("fixed", 1, "all", False),
     "DRaFT (full chain), all layers, checkpointed": ("full", 0, "all", True),
 }
@@ -92,7 +93,7 @@ def main() -> None:
     )
     parser.add_argument("--benchmark", default="darcy")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--one", nargs=2, metavar=("SETTING", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

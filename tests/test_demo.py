@@ -51,3 +51,16 @@ def test_demo_cli_reports_an_unknown_benchmark(capsys, tmp_path):
         main(["demo", "--benchmark", "darcyy", "--out", str(tmp_path / "demo")])
     assert exit_info.value.code == 2
     assert "darcy" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_meets_the_darcy_target(tmp_path):
+    """The README's main job on the shipped Darcy model and config: at least 10x lower median
+    residual than the base at 20 Heun steps, overall and on interior pixels, with the fidelity
+    score within 20% of the base model's (issue 4's acceptance; ~6 min on 2 cores)."""
+    report = run_demo("darcy", tmp_path / "demo", n=64, progress=False)
+    c = report["comparison"]
+    assert c["residual"]["all"]["reduction"] >= 10
+    assert c["residual"]["interior"]["reduction"] >= 10
+    score = c["fidelity"]["fidelity_score"]
+    assert score["finetuned"] <= 1.2 * score["base"]

@@ -144,13 +144,23 @@ def resolve_finetune_config(
     M, when given, set ``base`` and ``method``.
     """
     benchmark = _benchmark_of(base)
-    shipped = read_yaml(resolve_config("finetune", benchmark)) if benchmark in packaged_configs("finetune") else {}
+    shipped = (
+        read_yaml(resolve_config("finetune", benchmark)) if benchmark in packaged_configs("finetune") else {}
+    )
     shipped, shipped_tuned = _split_methods(shipped)
-    user, user_tuned = _split_methods(read_yaml(resolve_config("finetune", config)) if config is not None else {})
+    user, user_tuned = _split_methods(
+        read_yaml(resolve_config("finetune", config)) if config is not None else {}
+    )
     method = method or user.get("method") or shipped.get("method") or "pirf"
     _check_method(method)
     data: dict[str, Any] = {}
-    for layer in (shipped, PRESETS[method] | {"method": method}, shipped_tuned.get(method), user, user_tuned.get(method)):
+    for layer in (
+        shipped,
+        PRESETS[method] | {"method": method},
+        shipped_tuned.get(method),
+        user,
+        user_tuned.get(method),
+    ):
         data = deep_merge(data, layer or {})
     if base is not None:
         data["base"] = str(base)
@@ -167,7 +177,9 @@ def _split_methods(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     data = dict(data)
     tuned = data.pop(METHOD_SECTION, None) or {}
     if not isinstance(tuned, dict):
-        raise ConfigError(f"'{METHOD_SECTION}' must map method names to settings", "e.g. methods: {pirf: {lr: 1e-4}}")
+        raise ConfigError(
+            f"'{METHOD_SECTION}' must map method names to settings", "e.g. methods: {pirf: {lr: 1e-4}}"
+        )
     for name in tuned:
         _check_method(name)
     return data, tuned

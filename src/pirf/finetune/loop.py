@@ -147,18 +147,19 @@ def sample_eval_set(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> np.n
 
 
 def score(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> dict[str, Any]:
-    """Held-out residual (median MSE, per region; projected as the reward sees the samples) and
-    fidelity score (`fidelity_report`, lower is better) of ``model``'s eval samples."""
+    """Held-out residual (median MSE, per region; projected as the reward sees the samples),
+    fidelity score and its terms (`fidelity_report`, lower is better) of ``model``'s eval samples."""
     samples = sample_eval_set(ctx, model, cfg)
     floor = ctx.record.get("data", {}).get("floor") or {}
     result = score_samples(ctx.pde, samples, ctx.reference, floor)
     if result["nonfinite"] or result["fidelity"] is None:
-        return {"finite": False, "residual": math.inf, "fidelity": math.inf, "regions": {}}
+        return {"finite": False, "residual": math.inf, "fidelity": math.inf, "regions": {}, "terms": {}}
     return {
         "finite": True,
         "residual": result["residual"]["all"]["median_mse"],
         "fidelity": result["fidelity"]["fidelity_score"],
         "regions": {k: v["median_mse"] for k, v in result["residual"].items()},
+        "terms": result["fidelity"]["score_terms"],
     }
 
 
