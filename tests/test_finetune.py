@@ -219,9 +219,11 @@ def test_method_sections_tune_one_method_only(tmp_path):
 
 @pytest.mark.parametrize("name", packaged_configs("finetune"))
 def test_shipped_finetune_configs_resolve_for_every_method(name):
+    benchmark = name.removesuffix("-gpu")
+    assert benchmark in pdes.names()
     for method in PRESETS:
-        cfg = resolve_finetune_config(name, method)
-        assert (cfg.method, cfg.base) == (method, name)
+        cfg = resolve_finetune_config(benchmark, method, name)
+        assert (cfg.method, cfg.base) == (method, benchmark)
         assert cfg.truncation.mode == PRESETS[method]["truncation"]["mode"]
 
 

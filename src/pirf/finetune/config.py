@@ -162,6 +162,7 @@ def resolve_finetune_config(
         user_tuned.get(method),
     ):
         data = deep_merge(data, layer or {})
+    data["method"] = method  # an explicit --method beats a file's `method:`
     if base is not None:
         data["base"] = str(base)
     data.setdefault("out", f"runs/finetune/{benchmark or Path(str(data.get('base', 'model'))).stem}-{method}")
