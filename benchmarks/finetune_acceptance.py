@@ -164,9 +164,10 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep benchmarks already finished in --out")
     args = parser.parse_args()
     store = RESULTS / "finetune_acceptance.json"
-    done = {r["benchmark"]: r for r in json.loads(store.read_text())} if store.exists() else {}
     for name in args.benchmarks:  # each result lands at once: a later failure keeps the earlier ones
-        done[name] = run_benchmark(name, args.n, args.out, args.reuse)
+        result = run_benchmark(name, args.n, args.out, args.reuse)
+        done = {r["benchmark"]: r for r in json.loads(store.read_text())} if store.exists() else {}
+        done[name] = result  # merged with what is there now (another run may have added to it)
         results = [done[b] for b in BENCHMARKS if b in done]
         RESULTS.mkdir(exist_ok=True)
         store.write_text(json.dumps(results, indent=1, default=float))
