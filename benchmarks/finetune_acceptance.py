@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pirf.demo import run_demo
+from pirf.demo import fidelity_terms, run_demo
 from pirf.evaluation.report import markdown_table
 from pirf.evaluation.runner import run_evaluation
 
@@ -32,12 +32,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RESIDUAL_TARGET = 10.0  # base / fine-tuned median residual MSE, all and interior pixels
 FIDELITY_TOLERANCE = 0.2  # each fidelity term <= (1 + tolerance) x the base model's
 BENCHMARKS = ("darcy", "poisson", "helmholtz", "burgers", "kolmogorov")  # the shipped base models
-
-
-def fidelity_terms(report: dict[str, Any]) -> dict[str, float]:
-    """The fidelity score terms and the score of a one-step-count evaluation report."""
-    fid = report["runs"][0]["fidelity"]
-    return dict(fid["score_terms"]) | {"fidelity_score": fid["fidelity_score"]}
 
 
 def judge(comparison: dict[str, Any], noise: dict[str, float]) -> dict[str, Any]:
@@ -69,7 +63,7 @@ def run_benchmark(name: str, n: int, out: Path, reuse: bool) -> dict[str, Any]:
     kw: dict[str, Any] = {"n": n, "steps": [demo["settings"]["steps"]], "progress": True}
     base_a = run_evaluation(name, seed=0, **kw).report
     base_b = run_evaluation(name, seed=1, **kw).report
-    a, b = fidelity_terms(base_a), fidelity_terms(base_b)
+    a, b = fidelity_terms(base_a["runs"][0]), fidelity_terms(base_b["runs"][0])
     noise = {k: abs(b[k] - a[k]) / a[k] if a[k] > 0 else math.nan for k in a}
     result = {
         "benchmark": name,

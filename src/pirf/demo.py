@@ -36,6 +36,11 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 and math.isfinite(a) and math.isfinite(b) else math.nan
 
 
+def fidelity_terms(run: dict[str, Any]) -> dict[str, float]:
+    """The fidelity score terms and the score of one run (one step count) of an evaluation report."""
+    return dict(run["fidelity"]["score_terms"]) | {"fidelity_score": run["fidelity"]["fidelity_score"]}
+
+
 def compare(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
     """Side by side: residual median MSE per region (and its reduction), the fidelity terms and
     score (and their relative change), cost, of two single-step-count evaluation reports."""
@@ -49,8 +54,7 @@ def compare(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
         }
         for region, stats in rb["residual"].items()
     }
-    terms = dict(rb["fidelity"]["score_terms"]) | {"fidelity_score": rb["fidelity"]["fidelity_score"]}
-    tuned_terms = dict(rt["fidelity"]["score_terms"]) | {"fidelity_score": rt["fidelity"]["fidelity_score"]}
+    terms, tuned_terms = fidelity_terms(rb), fidelity_terms(rt)
     fidelity = {
         name: {"base": value, "finetuned": tuned_terms[name], "change": _ratio(tuned_terms[name], value) - 1}
         for name, value in terms.items()
@@ -141,4 +145,4 @@ def _write(out: Path, report: dict[str, Any], base: Evaluation, tuned: Evaluatio
     write_json(out / "report.json", report)
 
 
-__all__ = ["compare", "markdown", "run_demo"]
+__all__ = ["compare", "fidelity_terms", "markdown", "run_demo"]
