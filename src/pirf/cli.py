@@ -225,7 +225,7 @@ def pretrain_command(
             base = read_json_config(saved)
             cfg = from_dict(PretrainConfig, apply_overrides(base, override or []), where=str(saved))
     if show:
-        console.print(dump_yaml(cfg), highlight=False)
+        console.print(dump_yaml(cfg), highlight=False, markup=False)
         return
     result = pretrain(cfg, resume=resume)
     console.print(
@@ -371,7 +371,7 @@ def finetune_command(
 
     cfg = resolve_finetune_config(base, method, config, overrides or [])
     if show:
-        console.print(dump_yaml(cfg), highlight=False)
+        console.print(dump_yaml(cfg), highlight=False, markup=False)
         return
     result = finetune(cfg, resume=resume)
     chosen, base_score = result.selected["chosen"], result.selected["base"]
@@ -419,6 +419,52 @@ def demo_command(
         fidelity.add_row(name, f"{v['base']:.3g}", f"{v['finetuned']:.3g}", f"{100 * v['change']:+.0f}%")
     console.print(fidelity)
     console.print(f"report and figures in {out} ({report['seconds']:.0f} s)")
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    """Repeated and comma-separated option values as one list (``--methods base,pirf --methods dps``)."""
+    return [v for value in values for v in value.split(",") if v] if values else None
+
+
+@app.command("bench")
+def bench_command(
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="bench config overrides key.sub=value (e.g. n=64 steps=[20])")
+    ] = None,
+    benchmarks: Annotated[
+        list[str] | None, typer.Option(help="benchmarks to run, comma-separated (default: all five)")
+    ] = None,
+    methods: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="rows to run, comma-separated: data, base, dps, cocogen, pidm, pirf, pirf-<ablation>"
+        ),
+    ] = None,
+    scale: Annotated[str, typer.Option(help="cpu (shipped models) or gpu (paper scale)")] = "cpu",
+    config: Annotated[str | None, typer.Option(help="a YAML bench config on top of the scale's")] = None,
+    out: Annotated[Path | None, typer.Option(help="bench folder (default: runs/bench/<scale>)")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="continue the bench in OUT, keeping every finished cell")
+    ] = False,
+    show: Annotated[bool, typer.Option(help="print the resolved config and exit")] = False,
+) -> None:
+    """The comparison table: training data, base, DPS guidance, CoCoGen, PIDM, PIRF and its
+    ablations on each benchmark at 20 and 80 steps; writes table.{json,csv,md} and figures."""
+    from pirf.bench import resolve_bench_config, run_bench
+    from pirf.bench.table import headline, read_cells, with_ratios
+    from pirf.config import dump_yaml
+
+    extra = [f"out={out}"] if out is not None else []
+    cfg = resolve_bench_config(
+        scale, config, [*(overrides or []), *extra], benchmarks=_names(benchmarks), methods=_names(methods)
+    )
+    if show:
+        console.print(dump_yaml(cfg), highlight=False, markup=False)
+        return
+    run_bench(cfg, resume=resume, console=console)
+    cells = with_ratios(read_cells(Path(cfg.out)))
+    console.print(headline(cells), highlight=False, markup=False)
+    console.print(f"table.md, table.csv, table.json and figures/ in {cfg.out}")
 
 
 def main(argv: list[str] | None = None) -> None:

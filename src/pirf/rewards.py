@@ -81,16 +81,26 @@ class ResidualReward(Reward):
         keep = torch.tensor([name in self.movable for name in self.pde.fields], device=x.device)
         return torch.where(keep.view(1, -1, 1, 1), x, x.detach())
 
-    def residual_mse(self, x: Tensor) -> Tensor:
-        """The weighted mean squared residual ``[B]`` (= -reward)."""
+    def weighted_squares(self, x: Tensor) -> Tensor:
+        """w(p) R(x')[p]^2 ``[B, H, W]``: the region-weighted squared residual of the prepared fields."""
         x = self.prepare(x)
         squared = self.pde.residual(x).pow(2)
         if not self.config.weights:
-            return squared.mean(dim=(1, 2))
+            return squared
         weight = torch.ones_like(squared)
         for part, mask in self.pde.regions(x).items():
             weight = torch.where(mask, torch.as_tensor(self.config.weights.get(part, 1.0)), weight)
-        return (weight * squared).mean(dim=(1, 2))
+        return weight * squared
+
+    def residual_mse(self, x: Tensor) -> Tensor:
+        """The weighted mean squared residual ``[B]`` (= -reward)."""
+        return self.weighted_squares(x).mean(dim=(1, 2))
+
+    def residual_norm(self, x: Tensor) -> Tensor:
+        """The (weighted) L2 norm of the residual ``[B]``, ||R(x')||_2 = sqrt(sum_p w R^2): the
+        quantity DPS guidance and CoCoGen descend (DiffusionPDE). A floor of 1e-24 under the
+        root keeps its gradient finite at R = 0."""
+        return (self.weighted_squares(x).sum(dim=(1, 2)) + 1e-24).sqrt()
 
     def __call__(self, x: Tensor) -> Tensor:
         return -self.residual_mse(x)

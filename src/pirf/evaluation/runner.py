@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -43,7 +43,7 @@ from pirf.models.checkpoint import checkpoint_paths
 from pirf.models.denoiser import FlowDenoiser
 from pirf.models.factory import load_denoiser
 from pirf.normalization import Normalization
-from pirf.sampling import SAMPLERS, flow_sigmas, karras_sigmas, per_sample_noise
+from pirf.sampling import SAMPLERS, SampleOutput, flow_sigmas, karras_sigmas, per_sample_noise
 
 REFERENCE_SEED_OFFSET = 10_000
 """Held-out reference seed = training-data seed + this (sample i of seed s is SeedSequence([s, i]))."""
@@ -51,6 +51,8 @@ STOCHASTIC_OPTIONS: dict[str, dict[str, float]] = {"ddim": {"eta": 1.0}, "flow_s
 RECORD_KEYS = ("pde", "pde_params", "resolution", "normalization", "model")
 
 Model = torch.nn.Module
+Chain = Callable[[Model, torch.Tensor, torch.Tensor], SampleOutput]
+"""A whole sampling chain ``chain(model, noise, sigmas) -> SampleOutput`` (see `generate_samples`)."""
 
 
 # -- finding a model ---------------------------------------------------------------------------------
@@ -195,6 +197,7 @@ def generate_samples(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     progress: bool = True,
+    chain: Chain | None = None,
 ) -> Samples:
     """``n`` samples of ``model`` in physical units, drawn in batches under `torch.no_grad`.
 
@@ -203,6 +206,9 @@ def generate_samples(
     too), so sample i depends only on (seed, i): a run of n = 4 is a prefix of n = 8. The chain
     runs in the model's normalized space on `sigma_grid`; the result is mapped back with the
     record's normalization, x = x_model * scale + shift.
+
+    ``chain(model, noise, sigmas) -> SampleOutput`` replaces the sampler (e.g. a guided Heun
+    chain, `pirf.sampling.guidance`); ``sampler`` then only names the noise-level grid.
     """
     _check_sampling(n, steps, batch_size, sampler)
     device = resolve_device(device)
@@ -219,7 +225,10 @@ def generate_samples(
             stop = min(start + batch_size, n)
             gens = [torch.Generator().manual_seed(sample_seed(seed, i)) for i in range(start, stop)]
             noise = per_sample_noise((stop - start, *shape), gens, device=device)
-            result = SAMPLERS[sampler](model, noise, sigmas, generator=gens, **options)
+            if chain is None:
+                result = SAMPLERS[sampler](model, noise, sigmas, generator=gens, **options)
+            else:
+                result = chain(model, noise, sigmas)
             out.append(norm.denormalize(result.x0.float()).cpu().numpy())
             nfe, calls = result.nfe, calls + result.nfe
     seconds = time.perf_counter() - t0

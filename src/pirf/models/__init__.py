@@ -7,7 +7,9 @@ from pirf.models.backbone import PeriodicConv2d, UNetBackbone, UNetConfig, make_
 from pirf.models.denoiser import (
     Denoiser,
     DenoiserLike,
+    EDMDraw,
     FlowDenoiser,
+    edm_draw,
     edm_loss,
     flow_matching_loss,
     sigma_to_t,
@@ -18,11 +20,13 @@ from pirf.models.resolution_map import ModuleInfo, module_resolutions, parameter
 __all__ = [
     "Denoiser",
     "DenoiserLike",
+    "EDMDraw",
     "FlowDenoiser",
     "ModuleInfo",
     "PeriodicConv2d",
     "UNetBackbone",
     "UNetConfig",
+    "edm_draw",
     "edm_loss",
     "flow_matching_loss",
     "make_periodic",

@@ -17,6 +17,7 @@ be >= 0; sigma = 0 returns x exactly (the limit of both maps).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
@@ -189,20 +190,29 @@ class FlowDenoiser(_FieldModel):
         return x_t - t * self.velocity(x_t, t)
 
 
-def edm_loss(
+@dataclass
+class EDMDraw:
+    """One draw of EDM's training objective: the noise levels, the denoised estimates and the
+    per-element weighted squared errors (``lambda(sigma) (D(x0 + sigma n, sigma) - x0)^2``)."""
+
+    sigma: Tensor  # [B, 1, 1, 1]
+    x0_hat: Tensor  # [B, C, H, W], D(x0 + sigma n, sigma)
+    weighted_squares: Tensor  # [B, C, H, W]
+
+
+def edm_draw(
     denoiser: DenoiserLike,
     x0: Tensor,
     generator: torch.Generator | None = None,
     p_mean: float = -1.2,
     p_std: float = 1.2,
-) -> Tensor:
-    """EDM's denoising loss (Karras et al. 2022, eq. 2 and Sec. 5, Table 1 "training"), a scalar:
+) -> EDMDraw:
+    """EDM's training draw (Karras et al. 2022, eq. 2 and Sec. 5, Table 1 "training"):
 
         ln sigma ~ N(P_mean, P_std^2),   lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2,
-        loss = mean over batch and elements of lambda(sigma) (D(x0 + sigma n, sigma) - x0)^2.
 
-    lambda makes the effective target of F unit-weighted at every sigma. One sigma per sample;
-    ``generator`` seeds both sigma and n (on x0's device).
+    with one sigma per sample; ``generator`` seeds both sigma and n (on x0's device). lambda
+    makes the effective target of F unit-weighted at every sigma.
     """
     _check_field(x0, denoiser.channels, "edm_loss")
     kw = {"generator": generator, "dtype": x0.dtype, "device": x0.device}
@@ -210,7 +220,20 @@ def edm_loss(
     n = torch.randn(x0.shape, **kw)
     sd = denoiser.sigma_data
     weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
-    return (weight * (denoiser(x0 + sigma * n, sigma.flatten()) - x0) ** 2).mean()
+    x0_hat = denoiser(x0 + sigma * n, sigma.flatten())
+    return EDMDraw(sigma, x0_hat, weight * (x0_hat - x0) ** 2)
+
+
+def edm_loss(
+    denoiser: DenoiserLike,
+    x0: Tensor,
+    generator: torch.Generator | None = None,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+) -> Tensor:
+    """EDM's denoising loss, a scalar: the mean over batch and elements of `edm_draw`'s
+    lambda(sigma) (D(x0 + sigma n, sigma) - x0)^2."""
+    return edm_draw(denoiser, x0, generator, p_mean, p_std).weighted_squares.mean()
 
 
 def sample_flow_times(

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -31,9 +32,11 @@ from pirf.errors import ConfigError, NonFiniteError, OutputExistsError
 from pirf.models.backbone import UNetConfig
 from pirf.models.checkpoint import checkpoint_paths, load_checkpoint, load_into, save_checkpoint
 from pirf.models.denoiser import edm_loss, flow_matching_loss
-from pirf.models.factory import build_denoiser, describe
+from pirf.models.factory import build_denoiser, describe, load_denoiser
+from pirf.rewards import ResidualReward
 from pirf.training.ema import EMA, ema_beta
 from pirf.training.engine import make_accelerator
+from pirf.training.pidm import pidm_loss
 from pirf.training.progress import progress_bar
 from pirf.training.state import load_optimizer, optimizer_tensors, prefixed, unprefixed
 
@@ -85,6 +88,8 @@ class PretrainConfig:
     p_mean: float = -1.2
     p_std: float = 1.2
     flow_time_sampling: Literal["uniform", "logit-normal"] = "uniform"
+    init: str = ""  # a model to continue from (its EMA weights); its architecture replaces `model`
+    physics_weight: float = 0.0  # c > 0: PIDM's loss, EDM + c R(x0_hat)^2 / (2 sigma) (`pirf.training.pidm`)
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 250
@@ -134,10 +139,55 @@ class BatchOrder:
         return np.array([self._permutation(int(p // self.n))[p % self.n] for p in positions])
 
 
-def _loss(model, x0: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator) -> torch.Tensor:
-    if cfg.model.kind == "edm":
-        return edm_loss(model, x0, generator, cfg.p_mean, cfg.p_std)
-    return flow_matching_loss(model, x0, generator, time_sampling=cfg.flow_time_sampling)
+Physics = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _loss(
+    model, x0: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator, physics: Physics | None, norm
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(loss, PIDM's physics term or None)."""
+    if physics is not None:
+        return pidm_loss(model, x0, physics, norm, cfg.physics_weight, generator, cfg.p_mean, cfg.p_std)
+    if _kind(model) == "edm":
+        return edm_loss(model, x0, generator, cfg.p_mean, cfg.p_std), None
+    return flow_matching_loss(model, x0, generator, time_sampling=cfg.flow_time_sampling), None
+
+
+def _kind(model) -> str:
+    return describe(model)["kind"]
+
+
+def _initial_model(cfg: PretrainConfig, dataset: FieldDataset) -> torch.nn.Module:
+    """A fresh model from ``cfg.model``, or (``cfg.init``) the EMA weights of a trained one,
+    checked to be a model of this data set (PDE, resolution, normalization)."""
+    info = dataset.info
+    if not cfg.init:
+        unet = _unet_config(cfg.model, len(dataset.pde.fields), info.resolution, dataset.pde.boundary)
+        torch.manual_seed(cfg.seed)
+        return build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data)
+    from pirf.evaluation.runner import resolve_model  # a benchmark name, a run folder or a file
+
+    model, record = load_denoiser(resolve_model(cfg.init))
+    mine = (info.pde.name, info.resolution, info.normalization.to_dict())
+    theirs = (record.get("pde"), record.get("resolution"), record.get("normalization"))
+    if mine != theirs:
+        raise ConfigError(
+            f"init model {cfg.init!r} was trained on {theirs[0]} at {theirs[1]} with normalization "
+            f"{theirs[2]}, the data set {info.path} is {mine[0]} at {mine[1]} with {mine[2]}",
+            "continue a model on the data it was trained on (data.path of its record)",
+        )
+    return model.train()
+
+
+def _physics(cfg: PretrainConfig, model, dataset: FieldDataset) -> Physics | None:
+    if cfg.physics_weight == 0:
+        return None
+    if cfg.physics_weight < 0 or _kind(model) != "edm":
+        raise ConfigError(
+            f"physics_weight = {cfg.physics_weight} for a {_kind(model)} model",
+            "PIDM's physics loss needs an EDM model and a weight >= 0",
+        )
+    return ResidualReward(dataset.pde).residual_mse
 
 
 def _learning_rate(cfg: PretrainConfig, step: int) -> float:
@@ -220,9 +270,8 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     with accelerator.main_process_first():
         data_path = ensure_data(cfg.data, progress=progress and accelerator.is_main_process)
     dataset = FieldDataset(data_path)
-    unet = _unet_config(cfg.model, len(dataset.pde.fields), dataset.info.resolution, dataset.pde.boundary)
-    torch.manual_seed(cfg.seed)
-    model = build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data)
+    model = _initial_model(cfg, dataset)
+    physics, norm = _physics(cfg, model, dataset), dataset.info.normalization
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     ema = EMA(model)
     run_dir = _prepare_run_dir(cfg, resume)
@@ -241,6 +290,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     beta = ema_beta(cfg.batch_size, cfg.ema_halflife_samples)
     rank, world = accelerator.process_index, accelerator.num_processes
     losses: list[torch.Tensor] = pending  # losses since the last log line (kept across a resume)
+    physics_terms: list[torch.Tensor] = []
     t0, last = time.perf_counter(), float("nan")
 
     def save(step: int) -> None:
@@ -261,7 +311,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
             torch.manual_seed(_step_seed(cfg.seed, step, rank))  # dropout
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(cfg, step)
-            loss = _loss(model, x0, cfg, generator)
+            loss, physics_term = _loss(model, x0, cfg, generator, physics, norm)
             if not torch.isfinite(loss):
                 raise NonFiniteError(
                     f"pretrain: the loss is {loss.item()} at step {step}",
@@ -274,6 +324,8 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
             optimizer.step()
             ema.update(accelerator.unwrap_model(model), beta)
             losses.append(loss.detach())
+            if physics_term is not None:
+                physics_terms.append(physics_term)
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
                 last = float(torch.stack(losses).mean())
@@ -286,6 +338,9 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
                     "samples_per_s": (done - start) * cfg.batch_size / max(elapsed, 1e-9),
                     "seconds": seconds + elapsed,
                 }
+                if physics_terms:
+                    line["physics"] = float(torch.stack(physics_terms).mean())
+                    physics_terms.clear()
                 if accelerator.is_main_process:
                     with (run_dir / "metrics.jsonl").open("a") as f:
                         f.write(json.dumps(line) + "\n")

@@ -1,0 +1,118 @@
+"""The models a bench trains: the GPU-scale base model, PIDM, PIRF and its ablations.
+
+Each lives in ``<out>/models/<benchmark>/<row>/`` as an ordinary pirf run folder. A finished run
+(``model.safetensors`` present) whose ``config.json`` matches the config the bench would run now
+is reused; an unfinished one (a ``checkpoints/latest`` without the model) is resumed; a finished
+run of another config is an error (the table would mix settings).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pirf.bench.config import ABLATIONS, BenchConfig
+from pirf.config import load_config, read_yaml, resolve_config, to_dict
+from pirf.errors import ConfigError
+from pirf.finetune import finetune
+from pirf.finetune.config import FinetuneConfig, resolve_finetune_config
+from pirf.models.checkpoint import checkpoint_paths
+from pirf.training.pretrain import PretrainConfig, pretrain
+
+PRETRAIN_PREFIX = "pretrain:"
+
+
+def model_dir(cfg: BenchConfig, benchmark: str, row: str) -> Path:
+    return Path(cfg.out) / "models" / benchmark / row
+
+
+def _state(run_dir: Path, config: dict[str, Any]) -> str:
+    """ "done" (reuse), "partial" (resume) or "new" (start) for a run folder and the config it should hold."""
+    if (run_dir / "model.safetensors").exists():
+        held = (
+            json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
+        )
+        if held != json.loads(json.dumps(config)):
+            raise ConfigError(
+                f"{run_dir} holds a finished run of another config than this bench's",
+                "remove that folder to retrain it, or give the bench another out",
+            )
+        return "done"
+    return "partial" if checkpoint_paths(run_dir / "checkpoints" / "latest")[1].exists() else "new"
+
+
+def base_spec(cfg: BenchConfig, benchmark: str, progress: bool = True) -> str:
+    """The base model of ``benchmark``: ``cfg.base`` with ``{benchmark}`` filled in; a
+    ``pretrain:<config>`` spec is trained here first (the GPU scale has no shipped models)."""
+    spec = cfg.base.format(benchmark=benchmark)
+    if not spec.startswith(PRETRAIN_PREFIX):
+        return spec
+    run_dir = model_dir(cfg, benchmark, "base")
+    config_path = resolve_config("pretrain", spec[len(PRETRAIN_PREFIX) :])
+    pre = load_config(PretrainConfig, config_path, [f"out={run_dir}"])
+    state = _state(run_dir, to_dict(pre))
+    if state != "done":
+        pretrain(pre, resume=state == "partial", progress=progress)
+    return str(run_dir / "model.safetensors")
+
+
+def finetune_config(cfg: BenchConfig, benchmark: str, row: str, base: str) -> FinetuneConfig:
+    """PIRF's config for ``row`` (``pirf`` or an ablation) on ``benchmark``: the benchmark's
+    fine-tune config (or ``cfg.finetune_config``), the bench's overrides, then the ablation's."""
+    config = cfg.finetune_config.format(benchmark=benchmark) or None
+    overrides = [*cfg.finetune_overrides, *ABLATIONS.get(row, ()), f"out={model_dir(cfg, benchmark, row)}"]
+    if config is None and base != benchmark:
+        raise ConfigError(
+            f"the bench's base model for {benchmark} is {base}, but no fine-tune config is named",
+            "set finetune_config (e.g. '{benchmark}-gpu') so PIRF's settings fit that model",
+        )
+    return resolve_finetune_config(base, "pirf", config, overrides)
+
+
+def finetuned_model(cfg: BenchConfig, benchmark: str, row: str, base: str, progress: bool = True) -> Path:
+    """The fine-tuned model file of a PIRF row, trained (or resumed) if needed."""
+    ft = finetune_config(cfg, benchmark, row, base)
+    state = _state(Path(ft.out), to_dict(ft))
+    if state != "done":
+        finetune(ft, resume=state == "partial", progress=progress)
+    return Path(ft.out) / "model.safetensors"
+
+
+def pidm_config(cfg: BenchConfig, benchmark: str, base: str, base_record: dict[str, Any]) -> PretrainConfig:
+    """PIDM's run: the base model's own training data, continued from its weights with the
+    physics-informed loss (`pirf.training.pidm`) and the bench's PIDM settings."""
+    data = dict(base_record.get("config", {}).get("data") or {})
+    if not data:
+        shipped = read_yaml(resolve_config("pretrain", benchmark))
+        data = shipped.get("data", {})
+    p = cfg.pidm
+    settings = {
+        "data": data,
+        "out": str(model_dir(cfg, benchmark, "pidm")),
+        "init": base,
+        "physics_weight": p.weight_for(benchmark),
+        "steps": p.steps,
+        "batch_size": p.batch_size,
+        "lr": p.lr,
+        "warmup_steps": p.warmup_steps,
+        "ema_halflife_samples": float(p.steps * p.batch_size) / 4,
+        "checkpoint_every": max(1, p.steps // 10),
+        "log_every": max(1, p.steps // 50),
+        "seed": 1,
+    }
+    return load_config(PretrainConfig, None, (), base=settings)
+
+
+def pidm_model(
+    cfg: BenchConfig, benchmark: str, base: str, base_record: dict[str, Any], progress: bool = True
+) -> Path:
+    """PIDM's model file for ``benchmark``, trained (or resumed) if needed."""
+    pre = pidm_config(cfg, benchmark, base, base_record)
+    state = _state(Path(pre.out), to_dict(pre))
+    if state != "done":
+        pretrain(pre, resume=state == "partial", progress=progress)
+    return Path(pre.out) / "model.safetensors"
+
+
+__all__ = ["base_spec", "finetune_config", "finetuned_model", "model_dir", "pidm_config", "pidm_model"]
