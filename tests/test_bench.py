@@ -1,0 +1,133 @@
+"""`pirf bench` on a tiny model: every row kind, the table files, the sweeps' choice, resume that
+recomputes nothing finished, and clear errors on unknown names and changed settings."""
+
+import json
+
+import pytest
+
+from pirf.bench import resolve_bench_config, run_bench
+from pirf.bench.cells import choose
+from pirf.bench.config import ABLATIONS, ROWS
+from pirf.bench.models import pidm_config
+from pirf.cli import main
+from pirf.errors import ConfigError, NonFiniteError, OutputExistsError, UnknownNameError
+
+FINETUNE = """
+iterations: 4
+batch_size: 4
+sampler: {steps: 4}
+lr: 1.0e-3
+warmup_iterations: 1
+eval: {every: 2, n: 4, n_reference: 16}
+regularization: {ema_halflife_samples: 8.0, alphas: [0.5]}
+log_every: 1
+checkpoint_every: 2
+"""
+
+
+def _config(model, tmp_path, methods, **extra):
+    (tmp_path / "ft.yaml").write_text(FINETUNE)
+    overrides = [
+        f"base={model}",
+        f"finetune_config={tmp_path / 'ft.yaml'}",
+        f"out={tmp_path / 'bench'}",
+        "n=6",
+        "sweep_n=4",
+        "steps=[4]",
+        "transfer_steps=[6]",
+        "n_reference=16",
+        "dps.zetas=[0.0, 1.0e-3, 1.0e9]",
+        "cocogen.corrections=[1, 2]",
+        "cocogen.zetas=[1.0e-4, 1.0e9]",
+        "pidm.steps=3",
+        "pidm.batch_size=4",
+        *[f"{k}={v}" for k, v in extra.items()],
+    ]
+    return resolve_bench_config("cpu", None, overrides, benchmarks=["poisson"], methods=methods)
+
+
+def test_bench_fills_every_row_writes_its_table_and_resumes(tiny_poisson_model, tmp_path):
+    methods = ["data", "base", "dps", "cocogen", "pidm", "pirf", "pirf-noreg"]
+    cfg = _config(tiny_poisson_model, tmp_path, methods)
+    table = run_bench(cfg, progress=False)
+    out = tmp_path / "bench"
+    cells = {(c["method"], c["steps"]): c for c in table["cells"]}
+    assert set(cells) == {(m, 4) for m in methods} | {("base", 6), ("pirf", 6)}
+    for (method, _), cell in cells.items():
+        assert cell["n"] == 6 and cell["residual"]["all"] > 0 and cell["fidelity"] is not None, method
+        assert cell["cost"]["gradients"] == (method in ("dps", "cocogen"))
+    assert cells[("base", 4)]["x_below_base"] == pytest.approx(1.0)
+    # the sweep tried every setting; zeta = 1e9 diverges or wrecks fidelity and is never chosen
+    sweep = json.loads((out / "sweeps" / "poisson" / "dps@4.json").read_text())
+    assert [t["setting"]["zeta"] for t in sweep["trials"]] == [0.0, 1e-3, 1e9]
+    assert cells[("dps", 4)]["setting"]["zeta"] in (0.0, 1e-3)
+    assert cells[("cocogen", 4)]["setting"]["zeta_c"] == 1e-4
+    for name in (
+        "table.md",
+        "table.csv",
+        "table.json",
+        "figures/samples_poisson.png",
+        "figures/steps_poisson.png",
+    ):
+        assert (out / name).exists(), name
+    assert "| pirf-noreg | 4 |" in (out / "table.md").read_text()
+    assert len((out / "table.csv").read_text().splitlines()) == 1 + len(cells)
+
+    # a second bench in the same folder must be asked for
+    with pytest.raises(OutputExistsError, match="--resume"):
+        run_bench(cfg, progress=False)
+    # resume recomputes nothing finished: remove one cell, only it comes back, identical
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").rglob("*.json")}
+    removed = out / "cells" / "poisson" / "pirf@4.json"
+    before = json.loads(removed.read_text())
+    removed.unlink()
+    run_bench(cfg, resume=True, progress=False)
+    after = json.loads(removed.read_text())
+    assert after["residual"] == before["residual"] and after["fidelity"] == before["fidelity"]
+    for path, stamp in stamps.items():
+        if path != removed:
+            assert path.stat().st_mtime_ns == stamp, path
+    # other settings cannot resume into these cells
+    with pytest.raises(ConfigError, match="n differ"):
+        run_bench(_config(tiny_poisson_model, tmp_path, methods, n=7), resume=True, progress=False)
+
+
+def test_sweep_choice_keeps_fidelity_and_flags_when_nothing_does():
+    base = {"fidelity": 1.0}
+    trials = [
+        {"setting": {"zeta": 1}, "residual": {"all": 0.5}, "fidelity": 1.1},
+        {"setting": {"zeta": 2}, "residual": {"all": 0.1}, "fidelity": 1.5},  # better, but unfaithful
+        {"setting": {"zeta": 3}, "diverged": True, "residual": {}, "fidelity": None},
+    ]
+    assert choose(trials, base, 0.2) == {"zeta": 1, "admissible": True}
+    assert choose(trials, base, 0.01) == {"zeta": 2, "admissible": False}
+    with pytest.raises(NonFiniteError, match="smaller step sizes"):
+        choose(trials[2:], base, 0.2)
+
+
+def test_bench_config_names_rows_and_checks_them():
+    cfg = resolve_bench_config("cpu")
+    assert cfg.methods == ROWS and set(ABLATIONS) <= set(ROWS)
+    assert cfg.steps_for("pirf") == (20, 40, 80) and cfg.steps_for("dps") == (20, 80)
+    assert resolve_bench_config("gpu").base.startswith("pretrain:")
+    with pytest.raises(UnknownNameError, match="did you mean 'cocogen'"):
+        resolve_bench_config("cpu", methods=["cocogen2"])
+    with pytest.raises(UnknownNameError, match="benchmark"):
+        resolve_bench_config("cpu", benchmarks=["darcyy"])
+
+
+def test_pidm_continues_the_base_model_on_its_own_data(tiny_poisson_model, tmp_path):
+    from pirf.evaluation.runner import load_model
+
+    cfg = _config(tiny_poisson_model, tmp_path, ["pidm"], **{"pidm.weight": 0.25})
+    record = load_model(tiny_poisson_model)[1]
+    pre = pidm_config(cfg, "poisson", str(tiny_poisson_model), record)
+    assert pre.init == str(tiny_poisson_model) and pre.physics_weight == 0.25
+    assert pre.data.path == record["config"]["data"]["path"]
+
+
+def test_bench_cli_reports_unknown_methods(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--methods", "base,pirff"])
+    assert exit_info.value.code == 2
+    assert "did you mean 'pirf'" in capsys.readouterr().err
