@@ -71,7 +71,6 @@ def test_dps_step_is_the_gradient_through_the_denoiser_at_the_step_start():
 
 
 def test_guidance_pulls_samples_toward_lower_loss():
-    target = torch.zeros(1, 1, 4, 4)
     noise = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(4))
     sigmas = karras_sigmas(10)
 
