@@ -1,0 +1,63 @@
+"""Record a `pirf bench` run in the repository: its tables and figures, and the results page.
+
+    python benchmarks/bench_results.py [--bench runs/bench/cpu]
+
+Copies ``table.{md,csv,json}`` and ``figures/*.png`` of the bench folder to
+``benchmarks/results/bench/<scale>/`` and rewrites the table section of ``docs/results.md``
+(between its ``<!-- bench table -->`` markers) from ``table.md``. The numbers in the docs are then
+the numbers of that run, and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- bench table: from benchmarks/results/bench/{scale}/table.md -->", "<!-- end of bench table -->"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.system()} {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def record(bench: Path) -> Path:
+    config = json.loads((bench / "config.json").read_text())
+    dest = ROOT / "benchmarks" / "results" / "bench" / config["scale"]
+    (dest / "figures").mkdir(parents=True, exist_ok=True)
+    for name in ("table.md", "table.csv", "table.json"):
+        shutil.copy2(bench / name, dest / name)
+    for figure in sorted((bench / "figures").glob("*.png")):
+        shutil.copy2(figure, dest / "figures" / figure.name)
+    (dest / "machine.txt").write_text(machine() + "\n")
+    return dest
+
+
+def fill_docs(dest: Path, scale: str) -> None:
+    page = ROOT / "docs" / "results.md"
+    text, start = page.read_text(), START.format(scale=scale)
+    if start not in text or END not in text:
+        raise SystemExit(f"{page} has no '{start}' ... '{END}' section to fill")
+    table = (dest / "table.md").read_text().split("\n", 2)[2].strip()  # without its title line
+    head, rest = text.split(start, 1)
+    tail = rest.split(END, 1)[1]
+    page.write_text(f"{head}{start}\n{table}\n{END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", type=Path, default=Path("runs/bench/cpu"))
+    args = parser.parse_args()
+    dest = record(args.bench)
+    fill_docs(dest, json.loads((args.bench / "config.json").read_text())["scale"])
+    print(f"recorded {args.bench} in {dest} and docs/results.md")
+
+
+if __name__ == "__main__":
+    main()
