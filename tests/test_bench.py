@@ -131,3 +131,27 @@ def test_bench_cli_reports_unknown_methods(capsys):
         main(["bench", "--methods", "base,pirff"])
     assert exit_info.value.code == 2
     assert "did you mean 'pirf'" in capsys.readouterr().err
+
+
+def test_a_pretrain_base_is_trained_once_then_reused(tiny_poisson_model, tmp_path):
+    """The GPU scale's bases ("pretrain:<config>") are trained by the bench itself."""
+    from pirf.bench.models import base_spec
+    from pirf.evaluation.runner import load_model
+
+    data_path = load_model(tiny_poisson_model)[1]["config"]["data"]["path"]
+    (tmp_path / "pre.yaml").write_text(
+        f"data: {{path: {data_path}}}\n"
+        "model: {base_channels: 8, channel_mult: [1, 2], mid_attention: false}\n"
+        "steps: 4\nbatch_size: 4\nwarmup_steps: 1\nlog_every: 2\ncheckpoint_every: 2\n"
+    )
+    cfg = _config(tiny_poisson_model, tmp_path, ["base"], base=f"pretrain:{tmp_path / 'pre.yaml'}")
+    spec = base_spec(cfg, "poisson", progress=False)
+    assert spec == str(tmp_path / "bench" / "models" / "poisson" / "base" / "model.safetensors")
+    stamp = (tmp_path / "bench" / "models" / "poisson" / "base" / "model.safetensors").stat().st_mtime_ns
+    assert base_spec(cfg, "poisson", progress=False) == spec
+    assert (
+        tmp_path / "bench" / "models" / "poisson" / "base" / "model.safetensors"
+    ).stat().st_mtime_ns == stamp
+    (tmp_path / "pre.yaml").write_text((tmp_path / "pre.yaml").read_text().replace("steps: 4", "steps: 5"))
+    with pytest.raises(ConfigError, match="another config"):
+        base_spec(cfg, "poisson", progress=False)
