@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 from pathlib import Path
@@ -24,7 +25,7 @@ START, END = "<!-- bench table: from benchmarks/results/bench/{scale}/table.md -
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
-    return f"{platform.system()} {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return f"{platform.system()} {cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def record(bench: Path) -> Path:

@@ -115,6 +115,7 @@ def detail(cells: list[dict[str, Any]], benchmark: str) -> str:
         "fid. / base",
         "diversity",
         "s / 100 samples",
+        "calls / sample",
         "grad at test",
         "setting",
     ]
@@ -133,6 +134,7 @@ def detail(cells: list[dict[str, Any]], benchmark: str) -> str:
                 _num(c.get("fidelity_over_base"), ".2f"),
                 _num(c.get("diversity"), ".2f"),
                 _num(cost.get("seconds_per_100"), ".2f"),
+                _num(cost.get("network_calls_per_sample"), "d"),
                 "yes" if cost.get("gradients") else "no",
                 _setting(c.get("setting")),
             ]
