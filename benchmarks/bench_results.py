@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-START, END = "<!-- bench table: from benchmarks/results/bench/{scale}/table.md -->", "<!-- end of bench table -->"
+START = "<!-- bench table: from benchmarks/results/bench/{scale}/table.md -->"
+END = "<!-- end of bench table -->"
 
 
 def machine() -> str:
