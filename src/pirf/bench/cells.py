@@ -29,6 +29,7 @@ from pirf.data import read_fields
 from pirf.errors import NonFiniteError
 from pirf.evaluation.runner import (
     REFERENCE_SEED_OFFSET,
+    Chain,
     Model,
     Samples,
     generate_samples,
@@ -117,7 +118,9 @@ def cell_result(ctx: BenchContext, row: str, steps: int, fields: np.ndarray, sam
 
 
 # -- chains -------------------------------------------------------------------------------------------
-def dps_chain(ctx: BenchContext, zeta: float, fraction: float, corrections: int = 0, zeta_c: float = 0.0):
+def dps_chain(
+    ctx: BenchContext, zeta: float, fraction: float, corrections: int = 0, zeta_c: float = 0.0
+) -> Chain:
     """DPS guidance (and, with ``corrections``, CoCoGen's final corrections) as a sampling chain."""
     loss = ctx.guidance_loss()
 
@@ -138,7 +141,7 @@ def draw(
     steps: int,
     *,
     sweep: bool = False,
-    chain=None,
+    chain: Chain | None = None,
 ) -> Samples:
     """The bench's samples of ``model`` (the main seeds, or the sweep seeds)."""
     n, seed = (cfg.sweep_n, cfg.sweep_seed) if sweep else (cfg.n, cfg.seed)

@@ -42,7 +42,7 @@ from pirf.bench.table import write_tables
 from pirf.config import to_dict
 from pirf.errors import ConfigError, OutputExistsError
 from pirf.evaluation.report import atomic_write, write_json
-from pirf.evaluation.runner import jsonable, load_model
+from pirf.evaluation.runner import Model, jsonable, load_model
 
 RUN_KEYS_FREE = ("benchmarks", "methods", "device", "batch_size", "out")
 """Config keys a resumed bench may change: they do not change what a finished cell holds."""
@@ -77,9 +77,11 @@ class _Models:
     """The model of each row of one benchmark, trained on first use and loaded once."""
 
     def __init__(self, cfg: BenchConfig, ctx: BenchContext, progress: bool) -> None:
-        self.cfg, self.ctx, self.progress, self.loaded = cfg, ctx, progress, {}
+        self.cfg, self.ctx, self.progress = cfg, ctx, progress
+        self.loaded: dict[str, tuple[Model, dict[str, Any]]] = {}
 
-    def get(self, row: str):
+    def get(self, row: str) -> tuple[Model, dict[str, Any]]:
+        """(model, record) of ``row``: the base model for base/dps/cocogen, else its trained one."""
         if row in ("base", "dps", "cocogen"):
             return self.ctx.model, self.ctx.record
         if row not in self.loaded:
