@@ -6,7 +6,8 @@ A bench's own cost column is measured while it runs, often beside other jobs. Th
 finished cells of one benchmark one after the other (the same models, the same chosen guidance
 settings, the same n and seeds), keeps the fastest of ``--repeat`` runs, and writes
 ``benchmarks/results/bench_cost_<benchmark>.{json,md}``: seconds per 100 samples, network calls
-per sample, and the ratio to the base model's at the same N.
+per sample, and the ratio to the base model's at the same N (fastest runs), with the slowest run
+beside it to show the machine's run-to-run spread.
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ def time_cell(
     model, record = models.get(row)
     runs = [draw(cfg, ctx, model, record, steps, chain=chain) for _ in range(repeat)]
     best = min(runs, key=lambda s: s.seconds)
+    seconds = [100 * s.seconds / len(s.fields) for s in runs]
     return {
         "method": row,
         "steps": steps,
         "n": len(best.fields),
-        "seconds_per_100": 100 * best.seconds / len(best.fields),
+        "seconds_per_100": min(seconds),
+        "slowest_per_100": max(seconds),
         "network_calls_per_sample": best.nfe_per_sample,
         "gradients": row in GRADIENT_ROWS,
     }
@@ -55,7 +58,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path, default=Path("runs/bench/cpu"))
     parser.add_argument("--benchmark", default="darcy")
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--steps", type=int, nargs="*", help="step counts (default: the bench's)")
     args = parser.parse_args()
     cfg = from_dict(BenchConfig, json.loads((args.bench / "config.json").read_text()))
     cfg.out = str(args.bench)
@@ -63,7 +67,7 @@ def main() -> None:
     models = _Models(cfg, ctx, progress=False)
     rows = []
     for row in ROWS:
-        for steps in cfg.steps:
+        for steps in args.steps or cfg.steps:
             if cell_path(args.bench, args.benchmark, row, steps).exists():
                 rows.append(time_cell(cfg, ctx, models, row, steps, args.repeat))
                 print(rows[-1], flush=True)
@@ -77,12 +81,21 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"bench_cost_{args.benchmark}.json").write_text(json.dumps(result, indent=1))
     table = markdown_table(
-        ["method", "N", "s / 100 samples", "x base", "calls / sample", "gradients at test time"],
+        [
+            "method",
+            "N",
+            "s / 100 samples (fastest)",
+            "slowest",
+            "x base",
+            "calls / sample",
+            "gradients at test time",
+        ],
         [
             [
                 r["method"],
                 str(r["steps"]),
                 f"{r['seconds_per_100']:.2f}",
+                f"{r['slowest_per_100']:.2f}",
                 f"{r['x_base']:.2f}",
                 str(r["network_calls_per_sample"]),
                 "yes" if r["gradients"] else "no",
