@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from pirf.bench.cells import BenchContext, dps_chain, draw
+from pirf.bench.cells import BenchContext, chain_for, draw
 from pirf.bench.config import GRADIENT_ROWS, BenchConfig
-from pirf.bench.runner import _Models, cell_path
+from pirf.bench.runner import RowModels, cell_path
 from pirf.config import from_dict
 from pirf.evaluation.report import markdown_table
 
@@ -31,14 +31,10 @@ ROWS = ("base", "dps", "cocogen", "pidm", "pirf")
 
 
 def time_cell(
-    cfg: BenchConfig, ctx: BenchContext, models: _Models, row: str, steps: int, repeat: int
+    cfg: BenchConfig, ctx: BenchContext, models: RowModels, row: str, steps: int, repeat: int
 ) -> dict:
     setting = json.loads(cell_path(Path(cfg.out), ctx.benchmark, row, steps).read_text()).get("setting") or {}
-    chain = None
-    if row in GRADIENT_ROWS:
-        chain = dps_chain(
-            ctx, setting["zeta"], cfg.dps.fraction, setting.get("corrections", 0), setting.get("zeta_c", 0.0)
-        )
+    chain = chain_for(cfg, ctx, row, setting)
     model, record = models.get(row)
     runs = [draw(cfg, ctx, model, record, steps, chain=chain) for _ in range(repeat)]
     best = min(runs, key=lambda s: s.seconds)
@@ -64,7 +60,7 @@ def main() -> None:
     cfg = from_dict(BenchConfig, json.loads((args.bench / "config.json").read_text()))
     cfg.out = str(args.bench)
     ctx = BenchContext.load(cfg, args.benchmark, cfg.base.format(benchmark=args.benchmark), progress=False)
-    models = _Models(cfg, ctx, progress=False)
+    models = RowModels(cfg, ctx, progress=False)
     rows = []
     for row in ROWS:
         for steps in args.steps or cfg.steps:

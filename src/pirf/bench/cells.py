@@ -133,6 +133,14 @@ def dps_chain(
     return chain
 
 
+def chain_for(cfg: BenchConfig, ctx: BenchContext, row: str, setting: dict[str, Any]) -> Chain | None:
+    """The sampling chain of a guidance row at its chosen ``setting`` (None: plain Heun)."""
+    if row not in GRADIENT_ROWS:
+        return None
+    corrections, zeta_c = setting.get("corrections", 0), setting.get("zeta_c", 0.0)
+    return dps_chain(ctx, setting["zeta"], cfg.dps.fraction, corrections, zeta_c)
+
+
 def draw(
     cfg: BenchConfig,
     ctx: BenchContext,
@@ -239,6 +247,7 @@ __all__ = [
     "BenchContext",
     "admissible",
     "cell_result",
+    "chain_for",
     "choose",
     "data_fields",
     "dps_chain",

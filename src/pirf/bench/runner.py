@@ -28,8 +28,8 @@ from pirf.bench.cells import (
     KEEP,
     BenchContext,
     cell_result,
+    chain_for,
     data_fields,
-    dps_chain,
     draw,
     score,
     sweep_cocogen,
@@ -73,7 +73,7 @@ def _prepare(cfg: BenchConfig, resume: bool) -> Path:
     return out
 
 
-class _Models:
+class RowModels:
     """The model of each row of one benchmark, trained on first use and loaded once."""
 
     def __init__(self, cfg: BenchConfig, ctx: BenchContext, progress: bool) -> None:
@@ -121,24 +121,22 @@ def _dps_sweep(cfg: BenchConfig, out: Path, ctx: BenchContext, steps: int) -> di
 
 
 def compute_cell(
-    cfg: BenchConfig, out: Path, ctx: BenchContext, models: _Models, row: str, steps: int, progress: bool
+    cfg: BenchConfig, out: Path, ctx: BenchContext, models: RowModels, row: str, steps: int, progress: bool
 ):
     """(cell record, physical fields) of one cell."""
     if row == "data":
         fields = data_fields(cfg, ctx, progress)
         return cell_result(ctx, row, steps, fields, None), fields
     setting: dict[str, Any] = {}
-    chain = None
     if row == "dps":
         setting = _dps_sweep(cfg, out, ctx, steps)["chosen"]
-        chain = dps_chain(ctx, setting["zeta"], cfg.dps.fraction)
     elif row == "cocogen":
         dps = _dps_sweep(cfg, out, ctx, steps)
         base = _base_sweep(cfg, out, ctx, steps)
         setting = _sweep(out, ctx, "cocogen", steps, lambda: sweep_cocogen(cfg, ctx, steps, dps, base))[
             "chosen"
         ]
-        chain = dps_chain(ctx, setting["zeta"], cfg.dps.fraction, setting["corrections"], setting["zeta_c"])
+    chain = chain_for(cfg, ctx, row, setting)
     model, record = models.get(row)
     samples = draw(cfg, ctx, model, record, steps, chain=chain)
     result = cell_result(ctx, row, steps, samples.fields, samples)
@@ -179,7 +177,7 @@ def run_bench(
     for benchmark in cfg.benchmarks:
         base = base_spec(cfg, benchmark, progress)
         ctx = BenchContext.load(cfg, benchmark, base, progress)
-        models = _Models(cfg, ctx, progress)
+        models = RowModels(cfg, ctx, progress)
         for row in cfg.methods:
             for steps in cfg.steps_for(row):
                 if cell_path(out, benchmark, row, steps).exists():

@@ -143,12 +143,18 @@ Physics = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _loss(
-    model, x0: torch.Tensor, cfg: PretrainConfig, generator: torch.Generator, physics: Physics | None, norm
+    model,
+    kind: str,
+    x0: torch.Tensor,
+    cfg: PretrainConfig,
+    generator: torch.Generator,
+    physics: Physics | None,
+    norm,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(loss, PIDM's physics term or None)."""
+    """(loss, PIDM's physics term or None); ``kind`` is the unwrapped model's ("edm" or "flow")."""
     if physics is not None:
         return pidm_loss(model, x0, physics, norm, cfg.physics_weight, generator, cfg.p_mean, cfg.p_std)
-    if _kind(model) == "edm":
+    if kind == "edm":
         return edm_loss(model, x0, generator, cfg.p_mean, cfg.p_std), None
     return flow_matching_loss(model, x0, generator, time_sampling=cfg.flow_time_sampling), None
 
@@ -271,6 +277,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
         data_path = ensure_data(cfg.data, progress=progress and accelerator.is_main_process)
     dataset = FieldDataset(data_path)
     model = _initial_model(cfg, dataset)
+    kind = _kind(model)  # read once, before accelerate may wrap the model
     physics, norm = _physics(cfg, model, dataset), dataset.info.normalization
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     ema = EMA(model)
@@ -311,7 +318,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
             torch.manual_seed(_step_seed(cfg.seed, step, rank))  # dropout
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(cfg, step)
-            loss, physics_term = _loss(model, x0, cfg, generator, physics, norm)
+            loss, physics_term = _loss(model, kind, x0, cfg, generator, physics, norm)
             if not torch.isfinite(loss):
                 raise NonFiniteError(
                     f"pretrain: the loss is {loss.item()} at step {step}",
