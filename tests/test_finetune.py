@@ -224,7 +224,11 @@ def test_shipped_finetune_configs_resolve_for_every_method(name):
     for method in PRESETS:
         cfg = resolve_finetune_config(benchmark, method, name)
         assert (cfg.method, cfg.base) == (method, benchmark)
-        assert cfg.truncation.mode == PRESETS[method]["truncation"]["mode"]
+        if "truncation" in PRESETS[method]:
+            assert cfg.truncation.mode == PRESETS[method]["truncation"]["mode"]
+        for section, values in PRESETS[method].items():
+            if isinstance(values, dict) and section != "truncation":
+                assert all(getattr(getattr(cfg, section), k) == v for k, v in values.items()), section
 
 
 def test_anchor_holds_the_channels_the_reward_cannot_move(base_model, tmp_path):

@@ -68,6 +68,62 @@ class RegularizationConfig:
 
 
 @dataclass
+class PolicyConfig:
+    """Stochastic rollouts and the policy-gradient update (DDPO, GRPO; RSM's and adjoint matching's
+    rollouts too). REFERENCE sec. 4; Black et al. 2024 (DDPO); Liu et al. 2025 (Flow-GRPO).
+
+    ``sampler``: ``ddim`` (DDIM in EDM units, DDPO's sampler), ``flow_sde`` (the Flow-GRPO SDE on a
+    uniform flow-time grid), ``auto`` (ddim for EDM models, flow_sde for flow models).
+    ``noise_level``: eta (ddim, default 1.0) or a (flow_sde, default 0.7). ``steps``: the rollout's
+    step count (None: ``sampler.steps``; the flow SDE at a = 0.7 needs more than 20).
+    ``epochs``: optimizer steps per batch of rollouts (PPO's inner epochs). ``clip``: the PPO clip
+    range on the per-step ratio (log-probabilities are means over dimensions, so ratios stay near 1
+    and the range is small, 1e-4 as in DDPO and Flow-GRPO). ``advantage_clip``: |A| bound (DDPO: 5).
+    ``group_size``: GRPO's group, trajectories that share their starting noise. ``kl``: GRPO's
+    beta on mean (mu_theta - mu_base)^2 / (2 std^2). ``timestep_fraction``: the share of the
+    stochastic steps trained per batch (drawn per batch; DDPO's timestep_fraction).
+    """
+
+    sampler: Literal["auto", "ddim", "flow_sde"] = "auto"
+    noise_level: float | None = None
+    steps: int | None = None
+    epochs: int = 1
+    clip: float = 1e-4
+    advantage_clip: float = 5.0
+    group_size: int = 4
+    kl: float = 0.04
+    timestep_fraction: float = 1.0
+
+
+@dataclass
+class RegressionConfig:
+    """The methods that regress the denoiser onto a target: reward-weighted regression (``rwr``),
+    reward score matching (``rsm``) and adjoint matching (``adjoint-matching``).
+
+    All three target the KL-regularized optimum p_base(x) exp(r(x) / ``alpha``) / Z (Uehara et al.
+    2024, tutorial Sec. 4), with r the objective the ``loss`` setting names (-mse or -log mse).
+
+    ``rwr_sample_from``: ``base`` (samples of the frozen base model, weights exp(r / alpha): the
+    fixed point is the tilted base exactly) or ``current`` (the model's own samples: each round
+    tilts again, i.e. reward maximization at a rate set by alpha).
+    ``estimator`` (rsm): ``tweedie`` (grad_x r(D_base(x_t)) through the base denoiser, DPS's value
+    gradient), ``denoised`` (grad r at x0_hat, no Jacobian), ``terminal`` (grad r(x0) of the
+    trajectory's own sample, reused at every step), ``zeroth`` ((r - b) z / std, b the batch
+    mean, z the step's injected noise; no reward gradient). ``gamma`` (rsm): the weight on the
+    estimate per noise level: ``constant`` 1, ``snr`` sd^2 / (sd^2 + sigma^2) (damps high-noise
+    steps), ``inverse-snr`` sigma^2 / (sd^2 + sigma^2) (damps low-noise steps), ``auto`` (tweedie:
+    constant; denoised, terminal: snr; zeroth: inverse-snr; Lee et al., Reward Score Matching).
+    ``trust`` (rsm): C2, the weight of ||D_theta - D_old||^2 toward the rollout's own model.
+    """
+
+    alpha: float = 0.1
+    rwr_sample_from: Literal["base", "current"] = "current"
+    estimator: Literal["tweedie", "denoised", "terminal", "zeroth"] = "tweedie"
+    gamma: Literal["auto", "constant", "snr", "inverse-snr"] = "auto"
+    trust: float = 0.0
+
+
+@dataclass
 class EvalConfig:
     """Periodic evaluation on fixed held-out seeds (never used for training)."""
 
@@ -100,6 +156,8 @@ class FinetuneConfig:
     max_bad_steps: int = 10
     gradient_checkpointing: bool = False
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    regression: RegressionConfig = field(default_factory=RegressionConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
     log_every: int = 5
@@ -112,18 +170,28 @@ PRESETS: dict[str, dict[str, Any]] = {
     "draft": {"truncation": {"mode": "full"}, "layers": "all", "gradient_checkpointing": True},
     "draft-lv": {"truncation": {"mode": "lv", "k": 1, "lv_copies": 2}, "layers": "all"},
     "alignprop": {"truncation": {"mode": "random"}, "layers": "all", "gradient_checkpointing": True},
+    "ddpo": {"policy": {"epochs": 2, "group_size": 1}},
+    "grpo": {"policy": {"epochs": 1, "group_size": 4, "kl": 0.04}},
+    "rwr": {},
+    "rsm": {},
+    "adjoint-matching": {"policy": {"sampler": "ddim", "noise_level": 1.0}},
 }
-"""Reward-backprop methods as named presets of one fine-tuner (REFERENCE sec. 1 and 4)."""
+"""Every method as a named preset of one fine-tuner (REFERENCE sec. 1 and 4): reward backprop
+(pirf, draft-k, draft, draft-lv, alignprop), policy gradient (ddpo, grpo), regression toward the
+tilted base (rwr, rsm, adjoint-matching)."""
 
 __all__ = [
     "PRESETS",
     "EvalConfig",
     "FinetuneConfig",
     "LayerMode",
+    "PolicyConfig",
+    "RegressionConfig",
     "RegularizationConfig",
     "SamplerConfig",
     "TruncationConfig",
     "TruncationMode",
+    "check_method_name",
     "resolve_finetune_config",
 ]
 
@@ -152,7 +220,7 @@ def resolve_finetune_config(
         read_yaml(resolve_config("finetune", config)) if config is not None else {}
     )
     method = method or user.get("method") or shipped.get("method") or "pirf"
-    _check_method(method)
+    check_method_name(method)
     data: dict[str, Any] = {}
     for layer in (
         shipped,
@@ -182,15 +250,16 @@ def _split_methods(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
             f"'{METHOD_SECTION}' must map method names to settings", "e.g. methods: {pirf: {lr: 1e-4}}"
         )
     for name in tuned:
-        _check_method(name)
+        check_method_name(name)
     return data, tuned
 
 
-def _check_method(method: str) -> None:
-    if method not in PRESETS:
-        close = difflib.get_close_matches(method, list(PRESETS), n=1)
+def check_method_name(name: str) -> None:
+    """A clear error for a method name no preset defines."""
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, list(PRESETS), n=1)
         raise ConfigError(
-            f"unknown fine-tuning method {method!r}",
+            f"unknown fine-tuning method {name!r}",
             ("did you mean " + repr(close[0]) + "? " if close else "") + f"methods: {', '.join(PRESETS)}",
         )
 

@@ -43,8 +43,9 @@ from pirf.config import to_dict
 from pirf.data import read_fields
 from pirf.errors import ConfigError, NonFiniteError, OutputExistsError
 from pirf.evaluation.runner import load_model, record_pde, reference_for, score_samples
-from pirf.finetune.config import FinetuneConfig
-from pirf.finetune.methods import Rollout, checkpointed, make_method
+from pirf.finetune.config import FinetuneConfig, check_method_name
+from pirf.finetune.methods import Method, Rollout, checkpointed
+from pirf.finetune.registry import make_method, refuse_black_box
 from pirf.finetune.regularization import interpolate, online_penalty
 from pirf.models.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from pirf.models.factory import describe
@@ -86,10 +87,16 @@ class Context:
 # -- seeds ------------------------------------------------------------------------------------------
 
 
-def trajectory_generators(seed: int, iteration: int, indices: range | list[int]) -> list[torch.Generator]:
-    """One generator per trajectory j, seeded by (seed, iteration, j)."""
+def trajectory_generators(
+    seed: int, iteration: int, indices: range | list[int], stream: int = 0
+) -> list[torch.Generator]:
+    """One generator per trajectory j, seeded by (seed, iteration, j); ``stream`` > 0 gives other
+    independent streams (the noise a stochastic sampler injects along the way)."""
+    key = [] if stream == 0 else [stream]
     return [
-        torch.Generator().manual_seed(int(np.random.SeedSequence([seed, iteration, j]).generate_state(1)[0]))
+        torch.Generator().manual_seed(
+            int(np.random.SeedSequence([seed, iteration, j, *key]).generate_state(1)[0])
+        )
         for j in indices
     ]
 
@@ -254,6 +261,80 @@ def _check_in_sync(accelerator: Accelerator, params: list[nn.Parameter], iterati
         )
 
 
+def _local_rows(batch_size: int, world: int, rank: int, group_size: int) -> list[int]:
+    """The trajectories this process rolls out: every world-th one (j = rank, rank + P, ...), or,
+    with groups (GRPO), every world-th whole group, so a group's statistics stay on one process."""
+    groups = range(rank, batch_size // group_size, world)
+    return [g * group_size + i for g in groups for i in range(group_size)]
+
+
+def _rollout(
+    cfg: FinetuneConfig,
+    ctx: Context,
+    method: Method,
+    iteration: int,
+    rows: list[int],
+    accelerator: Accelerator,
+) -> Rollout:
+    """The seeded inputs of one iteration on this process: row j starts from noise seeded by
+    (seed, iteration, j // group_size) (the first row of its group), and a sampler that injects
+    noise draws it from stream 1 of (seed, iteration, j)."""
+    c, r = len(ctx.pde.fields), int(ctx.record["resolution"])
+    starts = trajectory_generators(cfg.seed, iteration, [j // method.group_size for j in rows])
+    noise = per_sample_noise((len(rows), c, r, r), starts).to(accelerator.device)
+    rows_t = torch.tensor(rows, device=accelerator.device)
+
+    def gather(values: Tensor) -> Tensor:
+        if accelerator.num_processes == 1:
+            return values
+        every, index = accelerator.gather(values.contiguous()), accelerator.gather(rows_t)
+        return torch.empty_like(every).index_copy_(0, index, every)
+
+    return Rollout(
+        denoiser=ctx.model,
+        noise=noise,
+        sigmas=ctx.sigmas,
+        reward=None,  # type: ignore[arg-type]  # set by the loop
+        normalization=ctx.normalization,
+        rng=iteration_rng(cfg.seed, iteration),
+        model=ctx.model,
+        generators=trajectory_generators(cfg.seed, iteration, rows, stream=1),
+        rows=rows,
+        gather=gather,
+    )
+
+
+def _optimizer_step(
+    cfg: FinetuneConfig,
+    ctx: Context,
+    optimizer: torch.optim.Optimizer,
+    accelerator: Accelerator,
+    loss: Tensor,
+) -> tuple[bool, float]:
+    """One step on ``loss`` (+ the online penalty): backward, average the gradients over processes,
+    skip the step everywhere if any process has a non-finite loss or gradient, clip, step.
+    Returns (stepped, gradient norm before clipping)."""
+    params = [p for _, p in ctx.trained]
+    optimizer.zero_grad(set_to_none=True)
+    if cfg.regularization.online_lambda > 0:
+        loss = loss + cfg.regularization.online_lambda * online_penalty(ctx.trained, ctx.base)
+    ok = bool(torch.isfinite(loss))
+    if ok:
+        loss.backward()
+    _all_reduce_gradients(accelerator, params)
+    ok = ok and all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+    ok = bool(
+        accelerator.reduce(torch.tensor([float(ok)]), reduction="sum").item() == accelerator.num_processes
+    )
+    if not ok:
+        return False, math.nan
+    grad_norm = _grad_norm(params)
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    optimizer.step()
+    return True, grad_norm
+
+
 def _grad_norm(params: list[nn.Parameter]) -> float:
     grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
     return float(torch.cat(grads).norm()) if grads else 0.0
@@ -273,6 +354,11 @@ class _State:
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
 
+    def count(self, ok: bool) -> None:
+        """Record one optimizer step: good (resets the run of bad ones) or skipped."""
+        self.consecutive_bad = 0 if ok else self.consecutive_bad + 1
+        self.bad_steps += 0 if ok else 1
+
     def load(self, record: dict[str, Any]) -> None:
         for key in vars(self):
             setattr(self, key, record[key])
@@ -289,11 +375,18 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
             f"batch_size {cfg.batch_size} does not split over {world} processes",
             f"use a multiple of {world}",
         )
-    method = make_method(cfg)
+    check_method_name(cfg.method)
     ctx = build_context(cfg, accelerator)
+    description = describe(ctx.model)
+    method = make_method(cfg, description["kind"], float(description["sigma_data"]))
+    if cfg.batch_size % (world * method.group_size):
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} is not whole groups of {method.group_size} on {world} processes",
+            f"use a multiple of {world * method.group_size}",
+        )
     reward = ResidualReward(ctx.pde, cfg.reward)
     if method.needs_differentiable_reward and not reward.differentiable:
-        raise ConfigError(f"{method.name} backpropagates the reward; this reward has no gradient")
+        refuse_black_box(method)
     params = [p for _, p in ctx.trained]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
     ema = EMA(ctx.model)
@@ -315,12 +408,11 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
             _append(run_dir / "evals.jsonl", {"iteration": 0, "weights": "base", **state.base_score})
     denoiser = checkpointed(ctx.model) if cfg.gradient_checkpointing else ctx.model
     fixed = torch.tensor([name not in reward.movable for name in ctx.pde.fields])
-    anchor = None
-    if cfg.regularization.anchor_fixed_channels > 0:
-        anchor = copy.deepcopy(ctx.model).requires_grad_(False)
-        anchor.load_state_dict(interpolate(ctx.model.state_dict(), ctx.base, 0.0))
-    local = list(range(rank, cfg.batch_size, world))
-    c, r = len(ctx.pde.fields), int(ctx.record["resolution"])
+    reference = None
+    if cfg.regularization.anchor_fixed_channels > 0 or method.needs_reference:
+        reference = copy.deepcopy(ctx.model).requires_grad_(False)
+        reference.load_state_dict(interpolate(ctx.model.state_dict(), ctx.base, 0.0))
+    local = _local_rows(cfg.batch_size, world, rank, method.group_size)
     t0, last_logs = time.perf_counter(), {}
 
     def save(path: Path, iteration: int) -> None:
@@ -342,45 +434,23 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
         for iteration in range(state.iteration, cfg.iterations):
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(cfg, iteration)
-            noise = per_sample_noise((len(local), c, r, r), trajectory_generators(cfg.seed, iteration, local))
-            rollout = Rollout(
-                denoiser,
-                noise.to(accelerator.device),
-                ctx.sigmas,
-                reward,
-                ctx.normalization,
-                iteration_rng(cfg.seed, iteration),
-                anchor=anchor,
-                anchor_weight=cfg.regularization.anchor_fixed_channels,
-                fixed=fixed,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss, logs = method.loss(rollout)
-            if cfg.regularization.online_lambda > 0:
-                loss = loss + cfg.regularization.online_lambda * online_penalty(ctx.trained, ctx.base)
-            ok = bool(torch.isfinite(loss))
-            if ok:
-                loss.backward()
-            _all_reduce_gradients(accelerator, params)
-            ok = ok and all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
-            ok = bool(accelerator.reduce(torch.tensor([float(ok)]), reduction="sum").item() == world)
-            if ok:
-                grad_norm = _grad_norm(params)
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                ema.update(ctx.model, beta)
-                state.consecutive_bad = 0
-            else:
-                grad_norm = math.nan
-                state.bad_steps += 1
-                state.consecutive_bad += 1
+            rollout = _rollout(cfg, ctx, method, iteration, local, accelerator)
+            rollout.reward, rollout.denoiser, rollout.fixed = reward, denoiser, fixed
+            rollout.reference, rollout.anchor_weight = reference, cfg.regularization.anchor_fixed_channels
+            stepped = False
+            for update in method.updates(rollout):
+                loss, logs = update
+                ok, grad_norm = _optimizer_step(cfg, ctx, optimizer, accelerator, loss)
+                state.count(ok)
+                stepped = stepped or ok
                 if state.consecutive_bad > cfg.max_bad_steps:
                     raise NonFiniteError(
                         f"{cfg.method}: {state.consecutive_bad} consecutive non-finite steps at "
                         f"iteration {iteration}; the last good checkpoint is {latest}",
                         "lower lr, use loss=log-mse, or restrict layers/reward channels",
                     )
+            if stepped:
+                ema.update(ctx.model, beta)
             state.iteration = done = iteration + 1
             last_logs = _gathered(accelerator, logs) | {
                 "loss": float(accelerator.reduce(loss.detach().reshape(1), reduction="mean")),

@@ -1,7 +1,11 @@
 """Fine-tuning methods: how a batch of rollouts and their rewards becomes a loss.
 
-Every method implements `Method.loss(rollout) -> (loss, logs)`; the loop (`pirf.finetune.loop`)
-does everything else (sampling seeds, the optimizer, regularization, evaluation, checkpoints).
+A method is its loss: `Method.updates(rollout)` yields one ``(loss, logs)`` per optimizer step
+on a batch (one for reward backprop, several inner epochs for PPO); the loop
+(`pirf.finetune.loop`) does everything else (seeds, the optimizer, regularization, evaluation,
+checkpoints). The methods themselves: reward backprop here, policy gradient in
+`pirf.finetune.policy`, regression toward the tilted base in `pirf.finetune.regression`; the
+registry that builds them from a config in `pirf.finetune.registry`.
 
 Reward backprop (`RewardBackprop`) is PIRF (Yuan et al. 2025) and its relatives: roll out the
 deterministic Heun chain from seeded latents, the steps outside the gradient window without a
@@ -18,17 +22,17 @@ residual falls by orders of magnitude.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from pirf.errors import ConfigError
-from pirf.finetune.config import PRESETS, FinetuneConfig, TruncationConfig
+from pirf.finetune.config import TruncationConfig
 from pirf.normalization import Normalization
 from pirf.rewards import Reward
 from pirf.sampling import sample_heun
@@ -46,22 +50,46 @@ class Rollout:
     reward: Reward  # on physical fields
     normalization: Normalization
     rng: np.random.Generator  # seeded by (seed, iteration): the same on every process
-    anchor: Callable[[Tensor, Tensor], Tensor] | None = None  # the frozen base model's D(x, sigma)
+    reference: Callable[[Tensor, Tensor], Tensor] | None = None  # the frozen base model's D(x, sigma)
     anchor_weight: float = 0.0
     fixed: Tensor | None = None  # [C] bool: channels the reward may not move
+    model: nn.Module | None = None  # the trained model itself (its own training loss: RWR)
+    generators: list[torch.Generator] | None = None  # one per row, for the noise a sampler injects
+    rows: list[int] | None = None  # the global trajectory index of each local row
+    gather: Callable[[Tensor], Tensor] | None = None  # per-row [B_local] -> [B_global], index order
+
+    def global_values(self, values: Tensor) -> Tensor:
+        """Per-row values of every process, ``[B_global]`` in trajectory order (one process: as is)."""
+        return values if self.gather is None else self.gather(values)
+
+    def local_rows(self, values: Tensor) -> Tensor:
+        """The entries of a ``[B_global]`` tensor that belong to this process's rows."""
+        return values if self.rows is None or self.gather is None else values[self.rows]
+
+
+Update = tuple[Tensor, dict[str, Tensor]]
+"""One optimizer step: (loss to minimize, per-sample logs)."""
 
 
 class Method(ABC):
-    """A fine-tuning method: turns rollouts and rewards into a scalar loss to minimize."""
+    """A fine-tuning method: turns rollouts and rewards into losses to minimize.
+
+    Class facts the loop reads: ``needs_differentiable_reward`` (first-order methods),
+    ``needs_reference`` (the frozen base model's D is passed as ``rollout.reference``),
+    ``group_size`` (rows j with the same j // group_size share their starting noise: GRPO).
+    """
 
     name: str = "method"
     needs_differentiable_reward: bool = True
+    needs_reference: bool = False
+    group_size: int = 1
 
     @abstractmethod
-    def loss(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
-        """(loss, logs). Logs are 1-d tensors of per-sample values (the loop gathers them over
-        processes and logs their mean, and the median of ``residual_mse``); they hold at least
-        ``residual_mse`` = -reward per sample."""
+    def updates(self, rollout: Rollout) -> Iterator[Update]:
+        """One (loss, logs) per optimizer step on this batch. Logs are 1-d tensors of per-sample
+        values (the loop gathers them over processes and logs their mean, and the median of
+        ``residual_mse``); they hold at least ``residual_mse`` = -reward per sample. The loop steps
+        the optimizer between two yields, so a later loss sees the updated weights."""
 
 
 def checkpointed(denoiser: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
@@ -77,11 +105,28 @@ def checkpointed(denoiser: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tens
     return call
 
 
-def reward_loss(residual_mse: Tensor, form: Literal["mse", "log-mse"]) -> Tensor:
-    """The loss of per-sample residual MSEs ``[B]`` (see the module docstring)."""
+def objective(reward: Tensor, form: Literal["mse", "log-mse"]) -> Tensor:
+    """What a method maximizes per sample ``[B]``, from the reward r = -(residual MSE):
+
+        mse:      f = r,
+        log-mse:  f = -log(-r + eps)     (needs r <= 0: the reward is read as minus an MSE).
+
+    The policy-gradient and regression methods maximize f; reward backprop minimizes -f (see
+    `reward_loss`). So the ``loss`` setting names one objective for every method.
+    """
     if form == "mse":
-        return residual_mse.mean()
-    return torch.log(residual_mse + LOG_EPS).mean()
+        return reward
+    if bool((reward > 0).any()):
+        raise ConfigError(
+            f"loss=log-mse reads the reward as minus an MSE, but it is positive ({float(reward.max()):.3g})",
+            "use loss=mse with this reward",
+        )
+    return -torch.log(-reward + LOG_EPS)
+
+
+def reward_loss(residual_mse: Tensor, form: Literal["mse", "log-mse"]) -> Tensor:
+    """The loss of per-sample residual MSEs ``[B]``: -mean f(-mse) (see the module docstring)."""
+    return -objective(-residual_mse, form).mean()
 
 
 class RewardBackprop(Method):
@@ -91,6 +136,9 @@ class RewardBackprop(Method):
 
     def __init__(self, truncation: TruncationConfig, form: Literal["mse", "log-mse"], name: str) -> None:
         self.truncation, self.form, self.name = truncation, form, name
+
+    def updates(self, rollout: Rollout) -> Iterator[Update]:
+        yield self.loss(rollout)
 
     def window(self, n: int, rng: np.random.Generator) -> int:
         """How many final steps carry gradients this iteration."""
@@ -105,7 +153,8 @@ class RewardBackprop(Method):
             raise ConfigError(f"truncation.k = {k} for a {n}-step chain", f"use 1 <= k <= {n}")
         return k
 
-    def loss(self, rollout: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, rollout: Rollout) -> Update:
+        """The reward loss of the chain's final samples, gradients through the last K steps."""
         n = rollout.sigmas.shape[0] - 1
         k = self.window(n, rollout.rng)
         anchored = rollout.anchor_weight > 0 and rollout.fixed is not None and bool(rollout.fixed.any())
@@ -152,16 +201,18 @@ def fixed_channel_drift(rollout: Rollout, entering: Tensor, x0: Tensor, start: i
     """
     sigmas = rollout.sigmas[start:]
     with torch.no_grad():
-        base = sample_heun(rollout.anchor, entering / sigmas[0], sigmas).x0
+        base = sample_heun(rollout.reference, entering / sigmas[0], sigmas).x0
     mask = rollout.fixed.to(x0.device)
     return (x0[:, mask] - base[:, mask]).pow(2).mean(dim=(1, 2, 3))
 
 
-def make_method(cfg: FinetuneConfig) -> Method:
-    """The method a config names (reward-backprop presets; later issues add the others)."""
-    if cfg.method in PRESETS:
-        return RewardBackprop(cfg.truncation, cfg.loss, cfg.method)
-    raise ConfigError(f"unknown fine-tuning method {cfg.method!r}", f"use one of: {', '.join(PRESETS)}")
-
-
-__all__ = ["Method", "RewardBackprop", "Rollout", "checkpointed", "make_method", "reward_loss"]
+__all__ = [
+    "Method",
+    "RewardBackprop",
+    "Rollout",
+    "Update",
+    "checkpointed",
+    "fixed_channel_drift",
+    "objective",
+    "reward_loss",
+]

@@ -256,6 +256,29 @@ def sample_flow_times(
     )
 
 
+def flow_matching_losses(
+    model: FlowDenoiser,
+    x0: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    time_sampling: TimeSampling = "uniform",
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+) -> Tensor:
+    """Conditional flow-matching loss per sample ``[B]`` (Lipman et al. 2023, eq. 9; rectified flow):
+
+        x_t = (1 - t) x0 + t eps,   loss_b = mean over elements of (v(x_t, t) - (eps - x0))^2,
+
+    with one t per sample from `sample_flow_times`. ``generator`` seeds t and eps.
+    """
+    _check_field(x0, model.channels, "flow_matching_loss")
+    t = sample_flow_times(x0.shape[0], x0, generator, time_sampling, logit_mean, logit_std)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    t4 = t.reshape(-1, 1, 1, 1)
+    x_t = (1 - t4) * x0 + t4 * eps
+    return ((model.velocity(x_t, t) - (eps - x0)) ** 2).mean(dim=(1, 2, 3))
+
+
 def flow_matching_loss(
     model: FlowDenoiser,
     x0: Tensor,
@@ -265,15 +288,15 @@ def flow_matching_loss(
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
 ) -> Tensor:
-    """Conditional flow-matching loss (Lipman et al. 2023, eq. 9; rectified flow), a scalar:
+    """The batch mean of `flow_matching_losses`, a scalar."""
+    kw = {"time_sampling": time_sampling, "logit_mean": logit_mean, "logit_std": logit_std}
+    return flow_matching_losses(model, x0, generator, **kw).mean()
 
-        x_t = (1 - t) x0 + t eps,   loss = mean over batch and elements of (v(x_t, t) - (eps - x0))^2,
 
-    with one t per sample from `sample_flow_times`. ``generator`` seeds t and eps.
-    """
-    _check_field(x0, model.channels, "flow_matching_loss")
-    t = sample_flow_times(x0.shape[0], x0, generator, time_sampling, logit_mean, logit_std)
-    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    t4 = t.reshape(-1, 1, 1, 1)
-    x_t = (1 - t4) * x0 + t4 * eps
-    return ((model.velocity(x_t, t) - (eps - x0)) ** 2).mean()
+def denoising_losses(model: DenoiserLike, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """The model's own training loss per sample ``[B]``: EDM's weighted denoising error (`edm_draw`)
+    for an EDM denoiser, the flow-matching error (`flow_matching_losses`) for a flow model.
+    Reward-weighted regression trains with it on weighted samples."""
+    if isinstance(model, FlowDenoiser):
+        return flow_matching_losses(model, x0, generator)
+    return edm_draw(model, x0, generator).weighted_squares.mean(dim=(1, 2, 3))
