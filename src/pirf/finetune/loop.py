@@ -30,6 +30,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from pirf.data import read_fields
 from pirf.errors import ConfigError, NonFiniteError, OutputExistsError
 from pirf.evaluation.runner import load_model, record_pde, reference_for, score_samples
 from pirf.finetune.config import FinetuneConfig, check_method_name
-from pirf.finetune.methods import Method, Rollout, checkpointed
+from pirf.finetune.methods import Rollout, checkpointed
 from pirf.finetune.registry import make_method, refuse_black_box
 from pirf.finetune.regularization import interpolate, online_penalty
 from pirf.models.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
@@ -268,69 +269,72 @@ def _local_rows(batch_size: int, world: int, rank: int, group_size: int) -> list
     return [g * group_size + i for g in groups for i in range(group_size)]
 
 
-def _rollout(
-    cfg: FinetuneConfig,
-    ctx: Context,
-    method: Method,
+def seeded_rollout(
+    seed: int,
     iteration: int,
     rows: list[int],
-    accelerator: Accelerator,
+    group_size: int,
+    shape: tuple[int, ...],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    gather: Callable[[Tensor], Tensor] | None = None,
+    **fields: Any,
 ) -> Rollout:
-    """The seeded inputs of one iteration on this process: row j starts from noise seeded by
-    (seed, iteration, j // group_size) (the first row of its group), and a sampler that injects
-    noise draws it from stream 1 of (seed, iteration, j)."""
-    c, r = len(ctx.pde.fields), int(ctx.record["resolution"])
-    starts = trajectory_generators(cfg.seed, iteration, [j // method.group_size for j in rows])
-    noise = per_sample_noise((len(rows), c, r, r), starts).to(accelerator.device)
-    rows_t = torch.tensor(rows, device=accelerator.device)
-
-    def gather(values: Tensor) -> Tensor:
-        if accelerator.num_processes == 1:
-            return values
-        every, index = accelerator.gather(values.contiguous()), accelerator.gather(rows_t)
-        return torch.empty_like(every).index_copy_(0, index, every)
-
+    """The seeded inputs of one iteration: row j starts from noise ``shape`` (without the batch)
+    seeded by (seed, iteration, j // group_size) (so a group shares it), a sampler that injects
+    noise draws it from stream 1 of (seed, iteration, j), and the method's own draws come from
+    the iteration's shared generator. ``fields`` fill the rest of the `Rollout`."""
+    starts = trajectory_generators(seed, iteration, [j // group_size for j in rows])
+    noise = per_sample_noise((len(rows), *shape), starts, dtype=dtype).to(device)
     return Rollout(
-        denoiser=ctx.model,
         noise=noise,
-        sigmas=ctx.sigmas,
-        reward=None,  # type: ignore[arg-type]  # set by the loop
-        normalization=ctx.normalization,
-        rng=iteration_rng(cfg.seed, iteration),
-        model=ctx.model,
-        generators=trajectory_generators(cfg.seed, iteration, rows, stream=1),
+        rng=iteration_rng(seed, iteration),
+        generators=trajectory_generators(seed, iteration, rows, stream=1),
         rows=rows,
         gather=gather,
+        **fields,
     )
 
 
-def _optimizer_step(
-    cfg: FinetuneConfig,
-    ctx: Context,
+def _gather_rows(accelerator: Accelerator, rows: list[int]) -> Callable[[Tensor], Tensor] | None:
+    """Per-row values of all processes in trajectory order (None on one process)."""
+    if accelerator.num_processes == 1:
+        return None
+    index = torch.tensor(rows, device=accelerator.device)
+
+    def gather(values: Tensor) -> Tensor:
+        every, where = accelerator.gather(values.contiguous()), accelerator.gather(index)
+        return torch.empty_like(every).index_copy_(0, where, every)
+
+    return gather
+
+
+def optimizer_step(
     optimizer: torch.optim.Optimizer,
-    accelerator: Accelerator,
+    params: list[nn.Parameter],
     loss: Tensor,
+    grad_clip: float,
+    accelerator: Accelerator | None = None,
 ) -> tuple[bool, float]:
-    """One step on ``loss`` (+ the online penalty): backward, average the gradients over processes,
-    skip the step everywhere if any process has a non-finite loss or gradient, clip, step.
-    Returns (stepped, gradient norm before clipping)."""
-    params = [p for _, p in ctx.trained]
+    """One step on ``loss``: backward, average the gradients over processes, skip the step
+    everywhere if any process has a non-finite loss or gradient, clip the norm to ``grad_clip``
+    (0: no clip), step. Returns (stepped, gradient norm before clipping)."""
     optimizer.zero_grad(set_to_none=True)
-    if cfg.regularization.online_lambda > 0:
-        loss = loss + cfg.regularization.online_lambda * online_penalty(ctx.trained, ctx.base)
     ok = bool(torch.isfinite(loss))
     if ok:
         loss.backward()
-    _all_reduce_gradients(accelerator, params)
+    world = 1 if accelerator is None else accelerator.num_processes
+    if accelerator is not None:
+        _all_reduce_gradients(accelerator, params)
     ok = ok and all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
-    ok = bool(
-        accelerator.reduce(torch.tensor([float(ok)]), reduction="sum").item() == accelerator.num_processes
-    )
+    if accelerator is not None:
+        ok = bool(accelerator.reduce(torch.tensor([float(ok)]), reduction="sum").item() == world)
     if not ok:
         return False, math.nan
     grad_norm = _grad_norm(params)
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     return True, grad_norm
 
@@ -413,6 +417,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
         reference = copy.deepcopy(ctx.model).requires_grad_(False)
         reference.load_state_dict(interpolate(ctx.model.state_dict(), ctx.base, 0.0))
     local = _local_rows(cfg.batch_size, world, rank, method.group_size)
+    gather, resolution = _gather_rows(accelerator, local), int(ctx.record["resolution"])
     t0, last_logs = time.perf_counter(), {}
 
     def save(path: Path, iteration: int) -> None:
@@ -434,13 +439,29 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
         for iteration in range(state.iteration, cfg.iterations):
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(cfg, iteration)
-            rollout = _rollout(cfg, ctx, method, iteration, local, accelerator)
-            rollout.reward, rollout.denoiser, rollout.fixed = reward, denoiser, fixed
-            rollout.reference, rollout.anchor_weight = reference, cfg.regularization.anchor_fixed_channels
+            rollout = seeded_rollout(
+                cfg.seed,
+                iteration,
+                local,
+                method.group_size,
+                (len(ctx.pde.fields), resolution, resolution),
+                device=accelerator.device,
+                gather=gather,
+                denoiser=denoiser,
+                sigmas=ctx.sigmas,
+                reward=reward,
+                normalization=ctx.normalization,
+                reference=reference,
+                anchor_weight=cfg.regularization.anchor_fixed_channels,
+                fixed=fixed,
+                model=ctx.model,
+            )
             stepped = False
             for update in method.updates(rollout):
                 loss, logs = update
-                ok, grad_norm = _optimizer_step(cfg, ctx, optimizer, accelerator, loss)
+                if cfg.regularization.online_lambda > 0:
+                    loss = loss + cfg.regularization.online_lambda * online_penalty(ctx.trained, ctx.base)
+                ok, grad_norm = optimizer_step(optimizer, params, loss, cfg.grad_clip, accelerator)
                 state.count(ok)
                 stepped = stepped or ok
                 if state.consecutive_bad > cfg.max_bad_steps:
@@ -603,4 +624,12 @@ def score_state(ctx: Context, weights: dict[str, Tensor], cfg: FinetuneConfig) -
     return score(ctx, model, cfg)
 
 
-__all__ = ["FinetuneResult", "admissible", "finetune", "score", "trajectory_generators"]
+__all__ = [
+    "FinetuneResult",
+    "admissible",
+    "finetune",
+    "optimizer_step",
+    "score",
+    "seeded_rollout",
+    "trajectory_generators",
+]
