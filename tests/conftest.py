@@ -23,20 +23,16 @@ def _private_cache(tmp_path_factory):
         os.environ["PIRF_CACHE"] = old
 
 
-@pytest.fixture(scope="session")
-def tiny_poisson_model(tmp_path_factory):
-    """A tiny Poisson base model (16x16, 8-channel U-Net, 400 EDM steps): its samples are rough
-    but Poisson-like, so a fine-tune has a residual to lower; stands in for the shipped models."""
+def _tiny_poisson(root, kind: str):
     from pirf import data, pdes
     from pirf.training import DataConfig, ModelConfig, PretrainConfig, pretrain
 
-    root = tmp_path_factory.mktemp("tiny-base")
     path = root / "poisson.h5"
     data.generate_dataset(pdes.get("poisson"), 64, path, resolution=16, progress=False)
     cfg = PretrainConfig(
         data=DataConfig(path=str(path)),
         out=str(root / "run"),
-        model=ModelConfig(base_channels=8, channel_mult=(1, 2), mid_attention=False),
+        model=ModelConfig(kind=kind, base_channels=8, channel_mult=(1, 2), mid_attention=False),
         steps=400,
         batch_size=16,
         lr=2e-3,
@@ -46,3 +42,16 @@ def tiny_poisson_model(tmp_path_factory):
     )
     pretrain(cfg, progress=False)
     return root / "run" / "model.safetensors"
+
+
+@pytest.fixture(scope="session")
+def tiny_poisson_model(tmp_path_factory):
+    """A tiny Poisson base model (16x16, 8-channel U-Net, 400 EDM steps): its samples are rough
+    but Poisson-like, so a fine-tune has a residual to lower; stands in for the shipped models."""
+    return _tiny_poisson(tmp_path_factory.mktemp("tiny-base"), "edm")
+
+
+@pytest.fixture(scope="session")
+def tiny_poisson_flow_model(tmp_path_factory):
+    """The same as `tiny_poisson_model`, as a rectified-flow model (400 flow-matching steps)."""
+    return _tiny_poisson(tmp_path_factory.mktemp("tiny-flow-base"), "flow")

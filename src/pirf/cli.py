@@ -252,16 +252,52 @@ def sample_command(
     n: Annotated[int, typer.Option("--n", help="number of samples")] = 16,
     steps: Annotated[int, typer.Option(help="sampler steps (Heun: 2 steps - 1 network calls)")] = 20,
     seed: SeedOption = 0,
-    sampler: SamplerOption = "heun",
+    sampler: Annotated[
+        str | None,
+        typer.Option(help="heun (EDM Alg. 1; the default), euler, ddim or flow_sde; guidance picks its own"),
+    ] = None,
     batch_size: BatchOption = 64,
     device: DeviceOption = None,
     overwrite: OverwriteOption = False,
+    guidance: Annotated[
+        str,
+        typer.Option(
+            help="guide by the PDE residual: none, dps (DPS on the Heun chain; needs --zeta) or value "
+            "(value-guided DDIM toward p(x) exp(r(x) / alpha), r = -residual MSE)"
+        ),
+    ] = "none",
+    guidance_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--guidance-mode",
+            help="value guidance: gradient (mean += std^2 grad r / alpha; the default) or best-of "
+            "(M proposals per step, the best kept; no gradient)",
+        ),
+    ] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option(
+            help="value guidance: KL weight in reward units (r = -mean squared residual, physical "
+            "units); smaller guides harder, inf is plain DDIM; needed by --guidance-mode gradient"
+        ),
+    ] = None,
+    candidates: Annotated[
+        int | None, typer.Option(help="value guidance, best-of: proposals M per step (default 4)")
+    ] = None,
+    zeta: Annotated[float | None, typer.Option(help="dps: step size of x -= zeta grad ||R(D(x))||_2")] = None,
+    eta: Annotated[
+        float | None, typer.Option(help="value guidance: DDIM noise level in (0, 1] (default 1)")
+    ] = None,
 ) -> None:
     """Draw samples of a trained model and write them, in physical units, as a pirf data file
-    (`pirf data check OUT/samples.h5` compares them with the model's data floor)."""
+    (`pirf data check OUT/samples.h5` compares them with the model's data floor). --guidance
+    steers the chain toward a lower PDE residual; its settings are recorded with the samples."""
     from pirf.evaluation.metrics import relative_to_floor, residual_summary
-    from pirf.evaluation.runner import record_pde, sample
+    from pirf.evaluation.runner import GuidanceSettings, record_pde, sample
 
+    settings = GuidanceSettings(
+        kind=guidance, mode=guidance_mode, alpha=alpha, candidates=candidates, zeta=zeta, eta=eta
+    )
     path, drawn, record = sample(
         spec,
         out,
@@ -272,6 +308,7 @@ def sample_command(
         batch_size=batch_size,
         device=device,
         overwrite=overwrite,
+        guidance=settings,
     )
     console.print(
         f"wrote {n} samples to {path} in {drawn.seconds:.1f} s ({drawn.samples_per_s:.2f} samples/s, "

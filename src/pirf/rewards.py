@@ -16,13 +16,24 @@ diverged within 150 iterations. The default is the PDE's ``reward_channels``.
 
 Black-box rewards (`BlackBoxReward`) wrap a numpy function and carry no gradient; the methods
 that need one (reward backprop) refuse them, the policy-gradient family takes them.
+
+A fine-tuning config chooses its reward with `RewardConfig` and `make_reward`: ``source`` None is
+the residual reward above; otherwise a name registered with `register_reward` or an import path
+``"package.module:attribute"`` naming a factory ``factory(pde) -> Reward | fn``, where a plain
+``fn(x: np.ndarray [B, C, H, W]) -> [B]`` becomes a `BlackBoxReward`. ``black_box=True`` hides
+the gradient of any reward (the residual included), so that zeroth-order methods can be compared
+with gradient methods on the same reward.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,16 +58,21 @@ class Reward(ABC):
 
 @dataclass(frozen=True)
 class RewardConfig:
-    """How the physics reward reads a sample.
+    """Which reward a fine-tune maximizes, and how the physics reward reads a sample.
 
-    ``channels``: the channels the reward may move (None: the PDE's ``reward_channels``; "all"
-    moves every channel). ``project``: apply the PDE's projection first. ``weights``: a weight
-    per residual region (unnamed regions weigh 1).
+    ``source``: None is the PDE residual reward (`ResidualReward`); else a name registered with
+    `register_reward` or an import path ``"package.module:attribute"`` (see `make_reward`).
+    ``black_box``: wrap the reward in a `BlackBoxReward` (numpy in, numpy out, no gradient).
+    For the residual reward only: ``channels``, the channels the reward may move (None: the
+    PDE's ``reward_channels``; "all" moves every channel); ``project``, apply the PDE's
+    projection first; ``weights``, a weight per residual region (unnamed regions weigh 1).
     """
 
     channels: tuple[str, ...] | None = None
     project: bool = True
     weights: dict[str, float] = field(default_factory=dict)
+    source: str | None = None
+    black_box: bool = False
 
 
 class ResidualReward(Reward):
@@ -135,12 +151,17 @@ def _movable_channels(pde: PDE, channels: Sequence[str] | None) -> tuple[str, ..
 
 
 class BlackBoxReward(Reward):
-    """A reward computed outside autograd: ``fn(x: np.ndarray [B, C, H, W]) -> array [B]``."""
+    """A reward computed outside autograd: ``fn(x: np.ndarray [B, C, H, W]) -> array [B]``.
+
+    ``wraps``: the `Reward` that ``fn`` evaluates, if any (`black_box`), for ``describe``.
+    """
 
     differentiable = False
 
-    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], name: str = "black-box") -> None:
-        self.fn, self.name = fn, name
+    def __init__(
+        self, fn: Callable[[np.ndarray], np.ndarray], name: str = "black-box", *, wraps: Reward | None = None
+    ) -> None:
+        self.fn, self.name, self.wraps = fn, name, wraps
 
     def __call__(self, x: Tensor) -> Tensor:
         values = np.asarray(self.fn(x.detach().cpu().numpy()), dtype=np.float64)
@@ -154,7 +175,21 @@ class BlackBoxReward(Reward):
         return torch.as_tensor(values, dtype=x.dtype, device=x.device)
 
     def describe(self) -> dict:
-        return {"type": "black-box", "name": self.name}
+        out = {"type": "black-box", "name": self.name}
+        return out if self.wraps is None else out | {"wraps": self.wraps.describe()}
+
+
+def black_box(reward: Reward) -> BlackBoxReward:
+    """``reward`` as a black box: called on a CPU copy of the samples under `torch.no_grad`,
+    numpy in and numpy out, so it gives the same numbers (on CPU) and no gradient."""
+    if isinstance(reward, BlackBoxReward):
+        return reward
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return reward(torch.from_numpy(x)).double().numpy()
+
+    return BlackBoxReward(fn, reward.describe().get("type", type(reward).__name__), wraps=reward)
 
 
 class WeightedSum(Reward):
@@ -173,4 +208,154 @@ class WeightedSum(Reward):
         return {"type": "sum", "terms": {k: [w, r.describe()] for k, (w, r) in self.terms.items()}}
 
 
-__all__ = ["BlackBoxReward", "ResidualReward", "Reward", "RewardConfig", "WeightedSum"]
+# -- rewards declared in a config ------------------------------------------------------------------
+RewardFactory = Callable[[PDE], "Reward | Callable[[np.ndarray], np.ndarray]"]
+"""``factory(pde) -> Reward | fn``: a `Reward`, or a numpy ``fn(x [B, C, H, W]) -> [B]``."""
+
+_REGISTRY: dict[str, RewardFactory] = {}
+
+
+def register_reward(name: str, factory: RewardFactory, *, replace: bool = False) -> RewardFactory:
+    """Register ``factory(pde) -> Reward | fn`` under ``name``, for ``RewardConfig(source=name)``;
+    returns the factory. A name may not contain ':' (that marks an import path)."""
+    if not isinstance(name, str) or not name or ":" in name:
+        raise ConfigError(f"reward name {name!r}", "use a non-empty name without ':'")
+    if not callable(factory):
+        raise ConfigError(
+            f"register_reward({name!r}, {factory!r}): not callable", "give factory(pde) -> reward"
+        )
+    if name in _REGISTRY and _REGISTRY[name] is not factory and not replace:
+        raise ConfigError(
+            f"a reward named {name!r} is already registered", "pick another name, or pass replace=True"
+        )
+    _REGISTRY[name] = factory
+    return factory
+
+
+def unregister_reward(name: str) -> None:
+    """Remove a registered reward (mainly for tests and notebooks)."""
+    _REGISTRY.pop(name, None)
+
+
+def registered_rewards() -> list[str]:
+    """Names registered with `register_reward`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def make_reward(pde: PDE, config: RewardConfig | None = None) -> Reward:
+    """The reward ``config`` declares for ``pde`` (module docstring).
+
+    ``source`` None -> `ResidualReward` (pde, config); a registered name or
+    ``"package.module:attribute"`` -> ``factory(pde)``, used as is if it is a `Reward`, wrapped
+    in a `BlackBoxReward` if it is a plain callable; ``black_box`` -> the result wrapped by
+    `black_box` (``differentiable`` False). Errors are `ConfigError` s that say what to fix.
+    """
+    config = config or RewardConfig()
+    if config.source is None:
+        reward: Reward = ResidualReward(pde, config)
+    else:
+        if config.channels is not None or config.weights:
+            raise ConfigError(
+                f"reward channels / weights given with source {config.source!r}",
+                "channels and weights configure the PDE residual reward (source: null); "
+                "a source reward reads the fields itself -- drop them",
+            )
+        reward = _from_factory(config.source, _factory(config.source), pde)
+    return black_box(reward) if config.black_box else reward
+
+
+def _factory(source: str) -> RewardFactory:
+    if ":" in source:
+        return _imported(source)
+    if source in _REGISTRY:
+        return _REGISTRY[source]
+    known = registered_rewards()
+    listed = f"registered: {', '.join(known)}" if known else "no reward is registered"
+    if "." in source:
+        module, _, attribute = source.rpartition(".")
+        raise ConfigError(
+            f"reward source {source!r} is neither registered nor an import path (no ':')",
+            f"write an import path as 'package.module:attribute', e.g. '{module}:{attribute}'; {listed}",
+        )
+    close = difflib.get_close_matches(source, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(
+        f"unknown reward source {source!r}",
+        f"{hint}{listed}; or give an import path 'package.module:attribute' "
+        "(or source: null for the PDE residual)",
+    )
+
+
+def _imported(source: str) -> RewardFactory:
+    module_name, _, attribute = source.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(
+            f"reward source {source!r} is not of the form 'package.module:attribute'",
+            "name the module before the ':' and the factory after it, e.g. 'my_rewards:smoothness'",
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # a user's module may fail in any way: report it, don't trace it
+        raise ConfigError(
+            f"cannot import module {module_name!r} of reward source {source!r}: {type(err).__name__}: {err}",
+            "check the module name and that its folder is on PYTHONPATH (or installed)",
+        ) from None
+    factory: Any = module
+    for part in attribute.split("."):
+        if not hasattr(factory, part):
+            public = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
+            close = difflib.get_close_matches(attribute, public, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"module {module_name!r} has no attribute {attribute!r} (reward source {source!r})",
+                f"{hint}callables there: {', '.join(public[:20]) or 'none'}",
+            )
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise ConfigError(
+            f"reward source {source!r} is not callable (type {type(factory).__name__})",
+            "point it at a factory `def factory(pde) -> Reward | fn`",
+        )
+    return factory
+
+
+def _check_signature(source: str, factory: RewardFactory, pde: PDE) -> None:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to check
+        return
+    try:
+        signature.bind(pde)
+    except TypeError as err:
+        raise ConfigError(
+            f"the reward factory {source!r} cannot be called as factory(pde): {err}",
+            "give it one parameter, the PDE: `def factory(pde) -> Reward | fn`",
+        ) from None
+
+
+def _from_factory(source: str, factory: RewardFactory, pde: PDE) -> Reward:
+    _check_signature(source, factory, pde)
+    made = factory(pde)
+    if isinstance(made, Reward):
+        return made
+    if callable(made) and not isinstance(made, type):
+        return BlackBoxReward(made, name=source)
+    raise ConfigError(
+        f"the reward factory {source!r} returned type {type(made).__name__} for {pde.name}",
+        "return a pirf.rewards.Reward, or a function fn(x: np.ndarray [B, C, H, W]) -> np.ndarray [B]",
+    )
+
+
+__all__ = [
+    "BlackBoxReward",
+    "ResidualReward",
+    "Reward",
+    "RewardConfig",
+    "RewardFactory",
+    "WeightedSum",
+    "black_box",
+    "make_reward",
+    "register_reward",
+    "registered_rewards",
+    "unregister_reward",
+]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -37,13 +38,16 @@ from rich.progress import track
 import pirf
 from pirf import pdes
 from pirf.data import DatasetInfo, generate_dataset, read_fields, read_info
-from pirf.errors import ConfigError, DataFileError, PirfError, UnknownNameError
+from pirf.errors import ConfigError, DataFileError, NonFiniteError, PirfError, UnknownNameError
 from pirf.evaluation.metrics import fidelity_report, relative_to_floor, residual_summary
 from pirf.models.checkpoint import checkpoint_paths
 from pirf.models.denoiser import FlowDenoiser
 from pirf.models.factory import load_denoiser
 from pirf.normalization import Normalization
+from pirf.rewards import ResidualReward
 from pirf.sampling import SAMPLERS, SampleOutput, flow_sigmas, karras_sigmas, per_sample_noise
+from pirf.sampling.guidance import Guidance, sample_heun_dps
+from pirf.sampling.value import VALUE_MODES, RewardValue, check_value_settings, sample_value_guided
 
 REFERENCE_SEED_OFFSET = 10_000
 """Held-out reference seed = training-data seed + this (sample i of seed s is SeedSequence([s, i]))."""
@@ -51,8 +55,9 @@ STOCHASTIC_OPTIONS: dict[str, dict[str, float]] = {"ddim": {"eta": 1.0}, "flow_s
 RECORD_KEYS = ("pde", "pde_params", "resolution", "normalization", "model")
 
 Model = torch.nn.Module
-Chain = Callable[[Model, torch.Tensor, torch.Tensor], SampleOutput]
-"""A whole sampling chain ``chain(model, noise, sigmas) -> SampleOutput`` (see `generate_samples`)."""
+Chain = Callable[..., SampleOutput]
+"""A whole sampling chain ``chain(model, noise, sigmas) -> SampleOutput`` (see `generate_samples`);
+a chain that draws step noise also takes the batch's per-sample generators as ``generator=``."""
 
 
 # -- finding a model ---------------------------------------------------------------------------------
@@ -208,7 +213,10 @@ def generate_samples(
     record's normalization, x = x_model * scale + shift.
 
     ``chain(model, noise, sigmas) -> SampleOutput`` replaces the sampler (e.g. a guided Heun
-    chain, `pirf.sampling.guidance`); ``sampler`` then only names the noise-level grid.
+    chain, `pirf.sampling.guidance`); ``sampler`` then only names the noise-level grid. A chain
+    with a ``generator`` keyword (a stochastic one, e.g. `guidance_chain`'s value guidance) is
+    called with ``generator=`` the batch's per-sample generators, so its samples stay seeded
+    per sample too.
     """
     _check_sampling(n, steps, batch_size, sampler)
     device = resolve_device(device)
@@ -217,6 +225,7 @@ def generate_samples(
     shape = (model.channels, model.resolution, model.resolution)
     sigmas = sigma_grid(model, steps, sampler).to(torch.float32)
     options = STOCHASTIC_OPTIONS.get(sampler, {})
+    seeded_chain = chain is not None and _takes_generator(chain)
     starts = range(0, n, batch_size)
     out, nfe, calls = [], 0, 0
     t0 = time.perf_counter()
@@ -227,12 +236,158 @@ def generate_samples(
             noise = per_sample_noise((stop - start, *shape), gens, device=device)
             if chain is None:
                 result = SAMPLERS[sampler](model, noise, sigmas, generator=gens, **options)
+            elif seeded_chain:
+                result = chain(model, noise, sigmas, generator=gens)
             else:
                 result = chain(model, noise, sigmas)
             out.append(norm.denormalize(result.x0.float()).cpu().numpy())
             nfe, calls = result.nfe, calls + result.nfe
     seconds = time.perf_counter() - t0
     return Samples(np.concatenate(out), steps, sampler, nfe, calls, seconds, str(device))
+
+
+def _takes_generator(chain: Chain) -> bool:
+    try:
+        return "generator" in inspect.signature(chain).parameters
+    except (TypeError, ValueError):  # a callable without an inspectable signature
+        return False
+
+
+# -- guidance for pirf sample ------------------------------------------------------------------------
+GUIDANCE_KINDS = ("none", "dps", "value")
+GUIDANCE_SAMPLER = {"dps": "heun", "value": "ddim"}
+"""The chain each guidance runs: DPS guides EDM's Heun chain, value guidance a stochastic DDIM."""
+
+
+@dataclass(frozen=True)
+class GuidanceSettings:
+    """Inference-time guidance of `sample` by the model's PDE residual reward
+    (`ResidualReward` of the record's PDE, on denormalized fields). None means "not given".
+
+    - ``kind="dps"``: DiffusionPDE's DPS on the Heun chain (`pirf.sampling.guidance`),
+      x <- x - zeta grad ||R(D(x))||_2 after each of the last ``fraction`` of the steps; needs ``zeta``.
+    - ``kind="value"``: value-guided DDIM (`pirf.sampling.value`, Uehara et al. 2024) toward
+      p(x0) exp(r(x0) / alpha), r = -mean squared residual in physical units, so ``alpha`` is in
+      those units (smaller guides harder); ``mode`` "gradient" (needs ``alpha``) or "best-of"
+      (``candidates`` proposals per step, the best kept; alpha does not enter it); ``eta`` is
+      DDIM's noise level in (0, 1] (default 1).
+    """
+
+    kind: str = "none"
+    mode: str | None = None
+    alpha: float | None = None
+    candidates: int | None = None
+    zeta: float | None = None
+    fraction: float = 0.2
+    eta: float | None = None
+
+    def check(self) -> None:
+        """Refuse unknown kinds and options that the chosen guidance would ignore."""
+        if self.kind not in GUIDANCE_KINDS:
+            close = difflib.get_close_matches(str(self.kind), GUIDANCE_KINDS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UnknownNameError(
+                f"unknown guidance {self.kind!r}", f"{hint}use one of: {', '.join(GUIDANCE_KINDS)}"
+            )
+        value_only = {"--guidance-mode": self.mode, "--alpha": self.alpha, "--candidates": self.candidates}
+        given = {"--zeta": self.zeta, "--eta": self.eta, **value_only}
+        allowed = {"none": (), "dps": ("--zeta",), "value": ("--eta", *value_only)}[self.kind]
+        stray = [flag for flag, v in given.items() if v is not None and flag not in allowed]
+        if stray:
+            raise ConfigError(
+                f"{', '.join(stray)} given with --guidance {self.kind}, which does not use it",
+                "--zeta belongs to --guidance dps; --guidance-mode, --alpha, --candidates and --eta "
+                "to --guidance value",
+            )
+        if self.kind == "dps" and self.zeta is None:
+            raise ConfigError(
+                "--guidance dps needs a step size --zeta",
+                "try a sweep such as 1e-4, 1e-3, 1e-2 (pirf bench sweeps 1e-5 .. 1 on held-out seeds)",
+            )
+        if self.kind == "value" and self.value_mode not in VALUE_MODES:
+            close = difflib.get_close_matches(str(self.value_mode), VALUE_MODES, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UnknownNameError(
+                f"unknown --guidance-mode {self.value_mode!r}", f"{hint}use one of: {', '.join(VALUE_MODES)}"
+            )
+        if self.kind == "value" and self.value_mode == "gradient" and self.alpha is None:
+            raise ConfigError(
+                "--guidance value (mode gradient) needs --alpha, the KL weight in reward units",
+                "the reward is -(mean squared PDE residual) in physical units: start near the residual "
+                "MSE of plain samples and lower alpha by factors of 10 (smaller guides harder; too "
+                "small diverges; inf is plain DDIM); or use --guidance-mode best-of, which needs none",
+            )
+        if self.kind == "value":
+            check_value_settings(**self.value_options())
+
+    @property
+    def value_mode(self) -> str:
+        return "gradient" if self.mode is None else self.mode
+
+    def value_options(self) -> dict[str, Any]:
+        """`sample_value_guided`'s keyword arguments (best-of: alpha 1.0 unless given, for a
+        finite alpha does not enter it)."""
+        return {
+            "alpha": 1.0 if self.alpha is None else self.alpha,
+            "mode": self.value_mode,
+            "candidates": 4 if self.candidates is None else self.candidates,
+            "eta": 1.0 if self.eta is None else self.eta,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that shaped the samples (for the provenance of the sample file)."""
+        if self.kind == "dps":
+            return {"kind": "dps", "zeta": self.zeta, "fraction": self.fraction, "loss": "||R(x)||_2"}
+        if self.kind == "value":
+            options = self.value_options()
+            out: dict[str, Any] = {"kind": "value", "mode": options["mode"], "eta": options["eta"]}
+            if options["mode"] == "best-of":
+                out["candidates"] = options["candidates"]
+            out["alpha"] = self.alpha
+            out["alpha_units"] = "reward = -mean squared PDE residual, physical units"
+            return out
+        return {"kind": "none"}
+
+
+def guided_sampler(guidance: GuidanceSettings, sampler: str | None) -> str:
+    """The sampler (and noise-level grid) a guided run uses: ``sampler`` or the guidance's own
+    chain (`GUIDANCE_SAMPLER`; Heun without guidance); another sampler is an error."""
+    own = GUIDANCE_SAMPLER.get(guidance.kind)
+    if own is None:
+        return sampler or "heun"
+    if sampler not in (None, own):
+        raise ConfigError(
+            f"--guidance {guidance.kind} runs the {own} chain, not --sampler {sampler}",
+            f"drop --sampler, or pass --sampler {own}",
+        )
+    return own
+
+
+def guidance_chain(guidance: GuidanceSettings, record: dict[str, Any]) -> Chain | None:
+    """The sampling chain of ``guidance`` for the model of ``record`` (None: no guidance),
+    guided by the residual reward of the record's PDE on denormalized fields."""
+    guidance.check()
+    if guidance.kind == "none":
+        return None
+    reward = ResidualReward(record_pde(record))
+    norm = Normalization.from_dict(record["normalization"])
+    if guidance.kind == "dps":
+        dps_settings = Guidance(
+            lambda x: reward.residual_norm(norm.denormalize(x)), guidance.zeta, guidance.fraction
+        )
+
+        def dps(model: Model, noise: torch.Tensor, sigmas: torch.Tensor) -> SampleOutput:
+            return sample_heun_dps(model, noise, sigmas, dps_settings)
+
+        return dps
+    value, options = RewardValue(reward, norm), guidance.value_options()
+
+    def value_guided(
+        model: Model, noise: torch.Tensor, sigmas: torch.Tensor, generator: Any = None
+    ) -> SampleOutput:
+        return sample_value_guided(model, noise, sigmas, value, generator=generator, **options)
+
+    return value_guided
 
 
 # -- reference and training sets ---------------------------------------------------------------------
@@ -549,25 +704,48 @@ def sample(
     n: int = 16,
     steps: int = 20,
     seed: int = 0,
-    sampler: str = "heun",
+    sampler: str | None = None,
     batch_size: int = 64,
     device: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    guidance: GuidanceSettings | None = None,
 ) -> tuple[Path, Samples, dict[str, Any]]:
     """Draw ``n`` samples of the model SPEC and write ``out/samples.h5`` (a pirf data file in
     physical units whose ``floor`` is the model's data floor, so ``pirf data check`` compares the
-    samples with the data) and ``out/samples.png``. Returns (file, samples, checkpoint record)."""
+    samples with the data) and ``out/samples.png``. Returns (file, samples, checkpoint record).
+
+    ``sampler`` defaults to heun; ``guidance`` (`GuidanceSettings`) guides the chain by the
+    model's PDE residual reward (DPS on Heun, or value-guided DDIM) and is recorded in the
+    file's provenance under ``guidance``."""
     from pirf.evaluation.report import SAMPLE_FILES, check_outputs, write_sample_files
 
     out = Path(out)
+    guidance = guidance or GuidanceSettings()
+    guidance.check()
+    sampler = guided_sampler(guidance, sampler)
     check_outputs(out, SAMPLE_FILES, overwrite)
     _check_sampling(n, steps, batch_size, sampler)
     resolve_device(device)
     model, record, path = load_model(spec)
+    chain = guidance_chain(guidance, record)
     drawn = generate_samples(
-        model, record, n, steps, seed, sampler, batch_size=batch_size, device=device, progress=progress
+        model,
+        record,
+        n,
+        steps,
+        seed,
+        sampler,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        chain=chain,
     )
+    if guidance.kind != "none" and not drawn.finite().all():
+        raise NonFiniteError(
+            f"{int((~drawn.finite()).sum())} of {n} guided samples contain NaN or inf",
+            "guide more gently: a larger --alpha (value) or a smaller --zeta (dps), or more --steps",
+        )
     provenance = {
         "model": str(path),
         "sha256": record.get("sha256"),
@@ -575,6 +753,7 @@ def sample(
         "steps": steps,
         "seed": seed,
         "n": n,
+        "guidance": guidance.describe(),
         **drawn.cost(),
     }
     file = write_sample_files(out, drawn, record_pde(record), record, provenance, overwrite=overwrite)
@@ -582,12 +761,16 @@ def sample(
 
 
 __all__ = [
+    "GUIDANCE_KINDS",
     "REFERENCE_SEED_OFFSET",
     "Evaluation",
+    "GuidanceSettings",
     "Samples",
     "cache_dir",
     "evaluate",
     "generate_samples",
+    "guidance_chain",
+    "guided_sampler",
     "held_out_reference",
     "jsonable",
     "load_model",

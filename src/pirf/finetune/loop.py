@@ -53,7 +53,7 @@ from pirf.models.factory import describe
 from pirf.models.resolution_map import select_parameters
 from pirf.normalization import Normalization
 from pirf.pdes.base import PDE
-from pirf.rewards import ResidualReward
+from pirf.rewards import Reward, make_reward
 from pirf.sampling import karras_sigmas, per_sample_noise, sample_heun
 from pirf.training.ema import EMA, ema_beta
 from pirf.training.engine import make_accelerator
@@ -262,6 +262,13 @@ def _check_in_sync(accelerator: Accelerator, params: list[nn.Parameter], iterati
         )
 
 
+def fixed_channels(reward: Reward, pde: PDE) -> Tensor:
+    """``[C]`` bool: the channels the reward may not move (a residual reward's fixed inputs, also
+    behind a black box); a user's reward fixes none."""
+    movable = getattr(reward, "movable", None) or getattr(getattr(reward, "wraps", None), "movable", None)
+    return torch.tensor([movable is not None and name not in movable for name in pde.fields])
+
+
 def _local_rows(batch_size: int, world: int, rank: int, group_size: int) -> list[int]:
     """The trajectories this process rolls out: every world-th one (j = rank, rank + P, ...), or,
     with groups (GRPO), every world-th whole group, so a group's statistics stay on one process."""
@@ -388,7 +395,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
             f"batch_size {cfg.batch_size} is not whole groups of {method.group_size} on {world} processes",
             f"use a multiple of {world * method.group_size}",
         )
-    reward = ResidualReward(ctx.pde, cfg.reward)
+    reward = make_reward(ctx.pde, cfg.reward)
     if method.needs_differentiable_reward and not reward.differentiable:
         refuse_black_box(method)
     params = [p for _, p in ctx.trained]
@@ -411,7 +418,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
         if accelerator.is_main_process:
             _append(run_dir / "evals.jsonl", {"iteration": 0, "weights": "base", **state.base_score})
     denoiser = checkpointed(ctx.model) if cfg.gradient_checkpointing else ctx.model
-    fixed = torch.tensor([name not in reward.movable for name in ctx.pde.fields])
+    fixed = fixed_channels(reward, ctx.pde)
     reference = None
     if cfg.regularization.anchor_fixed_channels > 0 or method.needs_reference:
         reference = copy.deepcopy(ctx.model).requires_grad_(False)

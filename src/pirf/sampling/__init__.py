@@ -26,16 +26,20 @@ from pirf.sampling.stochastic import (
     sample_flow_sde,
     step_log_prob,
 )
+from pirf.sampling.value import VALUE_MODES, RewardValue, check_value_settings, sample_value_guided
 
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "ddim": sample_ddim, "flow_sde": sample_flow_sde}
 
 __all__ = [
     "SAMPLERS",
     "TRANSITIONS",
+    "VALUE_MODES",
     "DenoiserFn",
+    "RewardValue",
     "SampleOutput",
     "StepRecord",
     "Transition",
+    "check_value_settings",
     "ddim_transition",
     "flow_sde_transition",
     "flow_sigmas",
@@ -48,6 +52,7 @@ __all__ = [
     "sample_euler",
     "sample_flow_sde",
     "sample_heun",
+    "sample_value_guided",
     "sigma_to_t",
     "step_log_prob",
     "t_to_sigma",
