@@ -155,3 +155,47 @@ def test_a_pretrain_base_is_trained_once_then_reused(tiny_poisson_model, tmp_pat
     (tmp_path / "pre.yaml").write_text((tmp_path / "pre.yaml").read_text().replace("steps: 4", "steps: 5"))
     with pytest.raises(ConfigError, match="another config"):
         base_spec(cfg, "poisson", progress=False)
+
+
+def test_family_bench_runs_every_method_at_one_budget_and_plots_the_curves(tiny_poisson_model, tmp_path):
+    """`--family rsm`: the family's rows fine-tune with the same config but the method, the
+    black-box rows really run on a black box, and residual-vs-cost curves are drawn."""
+    from pirf.bench.config import FAMILIES, FAMILY
+    from pirf.bench.figures import family_curves
+
+    rows = ["base", "pirf", "ddpo", "rsm", "adjoint-matching", "rwr-bb"]
+    (tmp_path / "ft.yaml").write_text(FINETUNE)
+    cfg = resolve_bench_config(
+        "cpu",
+        None,
+        [
+            f"base={tiny_poisson_model}",
+            f"finetune_config={tmp_path / 'ft.yaml'}",
+            f"out={tmp_path / 'bench'}",
+            "n=6",
+            "family_steps=[4]",
+            "steps=[4]",
+            "transfer_steps=[]",
+            "n_reference=16",
+        ],
+        benchmarks=["poisson"],
+        family="rsm",
+        methods=rows,
+    )
+    assert cfg.methods == tuple(r for r in FAMILIES["rsm"] if r in rows)
+    table = run_bench(cfg, progress=False)
+    cells = {c["method"]: c for c in table["cells"]}
+    assert set(cells) == set(rows) and all(c["steps"] == 4 for c in cells.values())
+    models = tmp_path / "bench" / "models" / "poisson"
+    for row in ("ddpo", "rsm", "adjoint-matching", "rwr-bb"):
+        config = json.loads((models / row / "config.json").read_text())
+        assert config["method"] == FAMILY[row][0] and config["iterations"] == 4
+    assert json.loads((models / "rwr-bb" / "config.json").read_text())["reward"]["black_box"] is True
+    curves = family_curves(tmp_path / "bench", "poisson")
+    assert set(curves) == {"pirf", "ddpo", "rsm", "adjoint-matching", "rwr-bb"}
+    assert all(c[-1]["trajectories"] == 16 and c[-1]["seconds"] > 0 for c in curves.values())
+    assert (tmp_path / "bench" / "figures" / "family_poisson.png").exists()
+    with pytest.raises(UnknownNameError, match="family"):
+        resolve_bench_config("cpu", None, [], family="rl")
+    with pytest.raises(UnknownNameError, match="'dps'"):
+        resolve_bench_config("cpu", None, [], family="rsm", methods=["dps"])

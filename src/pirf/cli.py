@@ -477,6 +477,13 @@ def bench_command(
             help="rows to run, comma-separated: data, base, dps, cocogen, pidm, pirf, pirf-<ablation>"
         ),
     ] = None,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            help="run a method family's comparison instead: rsm (PIRF, DRaFT, AlignProp, DDPO, GRPO, "
+            "RWR, RSM first/zeroth order, adjoint matching; zeroth-order ones also on a black-box reward)"
+        ),
+    ] = None,
     scale: Annotated[str, typer.Option(help="cpu (shipped models) or gpu (paper scale)")] = "cpu",
     config: Annotated[str | None, typer.Option(help="a YAML bench config on top of the scale's")] = None,
     out: Annotated[Path | None, typer.Option(help="bench folder (default: runs/bench/<scale>)")] = None,
@@ -486,14 +493,21 @@ def bench_command(
     show: Annotated[bool, typer.Option(help="print the resolved config and exit")] = False,
 ) -> None:
     """The comparison table: training data, base, DPS guidance, CoCoGen, PIDM, PIRF and its
-    ablations on each benchmark at 20 and 80 steps; writes table.{json,csv,md} and figures."""
+    ablations on each benchmark at 20 and 80 steps; writes table.{json,csv,md} and figures.
+    With --family rsm: the reward fine-tuning methods at one budget, residual against wall time
+    and trajectories (figures/family_<benchmark>.png)."""
     from pirf.bench import resolve_bench_config, run_bench
     from pirf.bench.table import headline, read_cells, with_ratios
     from pirf.config import dump_yaml
 
     extra = [f"out={out}"] if out is not None else []
     cfg = resolve_bench_config(
-        scale, config, [*(overrides or []), *extra], benchmarks=_names(benchmarks), methods=_names(methods)
+        scale,
+        config,
+        [*(overrides or []), *extra],
+        benchmarks=_names(benchmarks),
+        methods=_names(methods),
+        family=family,
     )
     if show:
         console.print(dump_yaml(cfg), highlight=False, markup=False)

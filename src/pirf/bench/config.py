@@ -10,7 +10,10 @@ Rows (`ROWS`) are the methods of the comparison table (PIRF Table 1 and its abla
 - ``pidm``: the base model trained on with PIDM's physics-informed loss;
 - ``pirf``: PIRF with the benchmark's shipped fine-tune config;
 - ``pirf-<ablation>``: PIRF with one change (`ABLATIONS`): the gradient window K, the layers
-  trained, the weight regularization, the step count it is fine-tuned at.
+  trained, the weight regularization, the step count it is fine-tuned at;
+- the reward-fine-tuning family (`FAMILY`, ``pirf bench --family rsm``): the other methods of
+  ``pirf finetune`` with the same budget (the benchmark's shipped fine-tune config, only the
+  method changed), and the zeroth-order ones again on a black-box copy of the reward (``-bb``).
 
 Resolution: dataclass defaults < the shipped scale config (``configs/bench/<scale>.yaml``) <
 ``--config`` file < ``key=value`` overrides.
@@ -50,8 +53,26 @@ Both keep the anchor on the channels the reward cannot see, which is part of the
 not a weight regularization. ``n80`` fine-tunes at N = 80 with K = 14, the window that starts at
 the same noise level as K = 4 of 20 (sigma ~ 0.05).
 """
-ROWS = (*BASELINES, *ABLATIONS)
-TRAINED_ROWS = ("pidm", "pirf", *ABLATIONS)
+FAMILY: dict[str, tuple[str, tuple[str, ...]]] = {
+    "draft": ("draft", ()),
+    "alignprop": ("alignprop", ()),
+    "ddpo": ("ddpo", ()),
+    "grpo": ("grpo", ()),
+    "rwr": ("rwr", ()),
+    "rsm": ("rsm", ()),
+    "rsm-zeroth": ("rsm", ("regression.estimator=zeroth",)),
+    "adjoint-matching": ("adjoint-matching", ()),
+    "ddpo-bb": ("ddpo", ("reward.black_box=true",)),
+    "grpo-bb": ("grpo", ("reward.black_box=true",)),
+    "rwr-bb": ("rwr", ("reward.black_box=true",)),
+    "rsm-zeroth-bb": ("rsm", ("regression.estimator=zeroth", "reward.black_box=true")),
+}
+"""Family rows: (the `pirf finetune` method, its overrides on the benchmark's shipped config)."""
+FAMILIES: dict[str, tuple[str, ...]] = {"rsm": ("data", "base", "pirf", *FAMILY)}
+"""``pirf bench --family NAME``: the rows of a comparison (``rsm``: reward score matching's family)."""
+MAIN_ROWS = (*BASELINES, *ABLATIONS)
+ROWS = (*MAIN_ROWS, *FAMILY)
+TRAINED_ROWS = ("pidm", "pirf", *ABLATIONS, *FAMILY)
 GRADIENT_ROWS = ("dps", "cocogen")
 """Rows that need gradients at test time (a backward pass through the network or the residual)."""
 
@@ -97,7 +118,7 @@ class BenchConfig:
     scale: str = "cpu"
     out: str = "runs/bench/cpu"
     benchmarks: tuple[str, ...] = ("darcy", "poisson", "helmholtz", "burgers", "kolmogorov")
-    methods: tuple[str, ...] = ROWS
+    methods: tuple[str, ...] = MAIN_ROWS
     base: str = "{benchmark}"  # the base model: a spec, or "pretrain:<config>" to train it here first
     finetune_config: str = ""  # the PIRF fine-tune config; "" = the benchmark's shipped one
     finetune_overrides: tuple[str, ...] = ()  # applied to every PIRF fine-tune of the bench
@@ -105,6 +126,7 @@ class BenchConfig:
     steps: tuple[int, ...] = (20, 80)
     transfer_steps: tuple[int, ...] = (40,)  # extra step counts for `transfer_rows`
     transfer_rows: tuple[str, ...] = ("base", "pirf", "pirf-n80")
+    family_steps: tuple[int, ...] = (20,)  # the step counts family rows are sampled at
     seed: int = 0
     sweep_n: int = 32  # samples per setting of the guidance sweeps, seeds (sweep_seed, i)
     sweep_seed: int = 1
@@ -118,6 +140,8 @@ class BenchConfig:
 
     def steps_for(self, row: str) -> tuple[int, ...]:
         """The step counts a row is sampled at."""
+        if row in FAMILY:
+            return tuple(sorted(self.family_steps))
         extra = self.transfer_steps if row in self.transfer_rows else ()
         return tuple(sorted(set(self.steps) | set(extra)))
 
@@ -139,8 +163,10 @@ def resolve_bench_config(
     *,
     benchmarks: Sequence[str] | None = None,
     methods: Sequence[str] | None = None,
+    family: str | None = None,
 ) -> BenchConfig:
-    """The config of ``pirf bench --scale S [--config F] [--benchmarks ...] [--methods ...] [k=v ...]``."""
+    """The config of ``pirf bench --scale S [--config F] [--benchmarks ...] [--methods ...]
+    [--family NAME] [k=v ...]``; a family names its rows (`FAMILIES`), ``methods`` picks among them."""
     from pirf import pdes
 
     shipped = read_yaml(resolve_config("bench", scale))
@@ -148,8 +174,12 @@ def resolve_bench_config(
     cfg = load_config(BenchConfig, None, overrides, base={**shipped, **user, "scale": scale})
     if benchmarks:
         cfg.benchmarks = tuple(benchmarks)
+    if family is not None:
+        if family not in FAMILIES:
+            raise UnknownNameError(f"unknown method family {family!r}", f"use one of: {', '.join(FAMILIES)}")
+        cfg.methods = FAMILIES[family]
     if methods:
-        cfg.methods = tuple(methods)
+        cfg.methods = check_names("method", methods, cfg.methods if family else ROWS)
     cfg.benchmarks = check_names("benchmark", cfg.benchmarks, pdes.names())
     cfg.methods = check_names("method", cfg.methods, ROWS)
     if not cfg.benchmarks or not cfg.methods:
@@ -164,7 +194,10 @@ def resolve_bench_config(
 __all__ = [
     "ABLATIONS",
     "BASELINES",
+    "FAMILIES",
+    "FAMILY",
     "GRADIENT_ROWS",
+    "MAIN_ROWS",
     "ROWS",
     "TRAINED_ROWS",
     "BenchConfig",

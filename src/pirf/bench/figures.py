@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pirf import pdes
-from pirf.bench.config import ABLATIONS, BASELINES
+from pirf.bench.config import ABLATIONS, BASELINES, FAMILY
 from pirf.bench.table import read_cells
 from pirf.evaluation.report import plot_residuals, plot_samples, save_figure
 
@@ -84,6 +84,67 @@ def plot_curves(out: Path, benchmark: str) -> Figure | None:
     return fig
 
 
+def family_curves(out: Path, benchmark: str) -> dict[str, list[dict[str, float]]]:
+    """Per family row (and pirf): its held-out evaluations with the trajectories and training
+    seconds spent when each was taken (from the run's evals.jsonl, metrics.jsonl, config.json)."""
+    runs = {}
+    for row in ("pirf", *FAMILY):
+        folder = out / "models" / benchmark / row
+        if not (folder / "evals.jsonl").exists() or not (folder / "config.json").exists():
+            continue
+        batch = json.loads((folder / "config.json").read_text())["batch_size"]
+        metrics = [json.loads(ln) for ln in (folder / "metrics.jsonl").read_text().splitlines() if ln]
+        clock = {m["iteration"]: m["seconds"] for m in metrics}
+        points = []
+        for e in (json.loads(ln) for ln in (folder / "evals.jsonl").read_text().splitlines() if ln):
+            if e.get("weights") not in ("base", "ema") or not e.get("finite", True):
+                continue
+            it = e["iteration"]
+            seconds = (
+                0.0 if it == 0 else clock.get(it, max((s for i, s in clock.items() if i <= it), default=None))
+            )
+            if seconds is not None:
+                points.append(
+                    {
+                        "trajectories": it * batch,
+                        "seconds": seconds,
+                        "residual": e["residual"],
+                        "fidelity": e["fidelity"],
+                    }
+                )
+        if points:
+            runs[row] = points
+    return runs
+
+
+def plot_family(out: Path, benchmark: str, tolerance: float = 0.2) -> Figure | None:
+    """Held-out residual against trajectories and against training seconds, one line per method;
+    hollow markers where the fidelity guard (within ``tolerance`` of the base) fails."""
+    runs = family_curves(out, benchmark)
+    if len(runs) < 2:
+        return None
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for row, points in runs.items():
+        base_fidelity = points[0]["fidelity"]
+        for ax, key in zip(axes, ("trajectories", "seconds"), strict=True):
+            line = ax.plot([p[key] for p in points], [p["residual"] for p in points], label=row)[0]
+            bad = [p for p in points if p["fidelity"] > base_fidelity * (1 + tolerance)]
+            ax.scatter(
+                [p[key] for p in bad],
+                [p["residual"] for p in bad],
+                facecolors="none",
+                edgecolors=line.get_color(),
+            )
+    axes[0].set(xlabel="trajectories sampled", ylabel="held-out median residual MSE")
+    axes[1].set(xlabel="training seconds")
+    for ax in axes:
+        ax.set(yscale="log", title=benchmark)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    return fig
+
+
 def write_figures(out: Path, benchmark: str, pde: pdes.PDE) -> list[Path]:
     """Write the figures of ``benchmark`` that its finished cells allow; returns their paths."""
     cells = read_cells(out)
@@ -101,10 +162,15 @@ def write_figures(out: Path, benchmark: str, pde: pdes.PDE) -> list[Path]:
     gallery = _blocks(out, benchmark, GALLERY, steps)
     if len(gallery) > 2:
         written.append(save_figure(plot_samples(pde, gallery), folder / f"hacking_{benchmark}.png"))
-    for name, fig in (("steps", plot_steps(cells, benchmark)), ("curves", plot_curves(out, benchmark))):
+    figures = (
+        ("steps", plot_steps(cells, benchmark)),
+        ("curves", plot_curves(out, benchmark)),
+        ("family", plot_family(out, benchmark)),
+    )
+    for name, fig in figures:
         if fig is not None:
             written.append(save_figure(fig, folder / f"{name}_{benchmark}.png"))
     return written
 
 
-__all__ = ["plot_curves", "plot_steps", "write_figures"]
+__all__ = ["family_curves", "plot_curves", "plot_family", "plot_steps", "write_figures"]

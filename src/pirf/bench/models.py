@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pirf.bench.config import ABLATIONS, BenchConfig
+from pirf.bench.config import ABLATIONS, FAMILY, BenchConfig
 from pirf.config import load_config, read_yaml, resolve_config, to_dict
 from pirf.errors import ConfigError
 from pirf.finetune import finetune
@@ -58,16 +58,18 @@ def base_spec(cfg: BenchConfig, benchmark: str, progress: bool = True) -> str:
 
 
 def finetune_config(cfg: BenchConfig, benchmark: str, row: str, base: str) -> FinetuneConfig:
-    """PIRF's config for ``row`` (``pirf`` or an ablation) on ``benchmark``: the benchmark's
-    fine-tune config (or ``cfg.finetune_config``), the bench's overrides, then the ablation's."""
+    """The fine-tune config of ``row`` (``pirf``, an ablation or a family row) on ``benchmark``:
+    the benchmark's fine-tune config (or ``cfg.finetune_config``) for the row's method, the
+    bench's overrides, then the ablation's or family row's."""
     config = cfg.finetune_config.format(benchmark=benchmark) or None
-    overrides = [*cfg.finetune_overrides, *ABLATIONS.get(row, ()), f"out={model_dir(cfg, benchmark, row)}"]
+    method, extra = FAMILY.get(row, ("pirf", ABLATIONS.get(row, ())))
+    overrides = [*cfg.finetune_overrides, *extra, f"out={model_dir(cfg, benchmark, row)}"]
     if config is None and base != benchmark:
         raise ConfigError(
             f"the bench's base model for {benchmark} is {base}, but no fine-tune config is named",
             "set finetune_config (e.g. '{benchmark}-gpu') so PIRF's settings fit that model",
         )
-    return resolve_finetune_config(base, "pirf", config, overrides)
+    return resolve_finetune_config(base, method, config, overrides)
 
 
 def finetuned_model(cfg: BenchConfig, benchmark: str, row: str, base: str, progress: bool = True) -> Path:
