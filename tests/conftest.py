@@ -23,7 +23,8 @@ def _private_cache(tmp_path_factory):
         os.environ["PIRF_CACHE"] = old
 
 
-def _tiny_poisson(root, kind: str):
+def _tiny_poisson(root, kind: str, steps: int = 400, batch_size: int = 16):
+    """A 64-sample 16x16 Poisson data set in ``root`` and a tiny U-Net trained on it; the model file."""
     from pirf import data, pdes
     from pirf.training import DataConfig, ModelConfig, PretrainConfig, pretrain
 
@@ -33,15 +34,22 @@ def _tiny_poisson(root, kind: str):
         data=DataConfig(path=str(path)),
         out=str(root / "run"),
         model=ModelConfig(kind=kind, base_channels=8, channel_mult=(1, 2), mid_attention=False),
-        steps=400,
-        batch_size=16,
-        lr=2e-3,
-        warmup_steps=5,
-        log_every=100,
-        checkpoint_every=400,
+        steps=steps,
+        batch_size=batch_size,
+        lr=2e-3 if steps > 100 else 1e-3,
+        warmup_steps=5 if steps > 100 else 1,
+        log_every=min(100, steps // 2),
+        checkpoint_every=steps,
     )
     pretrain(cfg, progress=False)
     return root / "run" / "model.safetensors"
+
+
+@pytest.fixture(scope="session")
+def rough_poisson_model(tmp_path_factory):
+    """A Poisson model trained for 4 steps (rough samples) with its data set beside it: for the
+    tests of file and command paths, where the samples' quality does not matter."""
+    return _tiny_poisson(tmp_path_factory.mktemp("rough-base"), "edm", steps=4, batch_size=8)
 
 
 @pytest.fixture(scope="session")

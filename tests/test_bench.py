@@ -7,7 +7,7 @@ import pytest
 
 from pirf.bench import resolve_bench_config, run_bench
 from pirf.bench.cells import choose
-from pirf.bench.config import ABLATIONS, ROWS
+from pirf.bench.config import ABLATIONS, FAMILY, MAIN_ROWS, ROWS
 from pirf.bench.models import pidm_config
 from pirf.cli import main
 from pirf.errors import ConfigError, NonFiniteError, OutputExistsError, UnknownNameError
@@ -87,6 +87,10 @@ def test_bench_fills_every_row_writes_its_table_and_resumes(tiny_poisson_model, 
     for path, stamp in stamps.items():
         if path != removed:
             assert path.stat().st_mtime_ns == stamp, path
+    # a bench started before a setting existed resumes when the setting holds its default
+    stored = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({k: v for k, v in stored.items() if k != "family_steps"}))
+    run_bench(cfg, resume=True, progress=False)
     # other settings cannot resume into these cells
     with pytest.raises(ConfigError, match="n differ"):
         run_bench(_config(tiny_poisson_model, tmp_path, methods, n=7), resume=True, progress=False)
@@ -107,7 +111,9 @@ def test_sweep_choice_keeps_fidelity_and_flags_when_nothing_does():
 
 def test_bench_config_names_rows_and_checks_them():
     cfg = resolve_bench_config("cpu")
-    assert cfg.methods == ROWS and set(ABLATIONS) <= set(ROWS)
+    assert cfg.methods == MAIN_ROWS and set(ABLATIONS) <= set(MAIN_ROWS)
+    assert set(FAMILY) <= set(ROWS) and not set(FAMILY) & set(cfg.methods)  # the family runs on request
+    assert resolve_bench_config("cpu", methods=["rsm"]).methods == ("rsm",)
     assert cfg.steps_for("pirf") == (20, 40, 80) and cfg.steps_for("dps") == (20, 80)
     assert resolve_bench_config("gpu").base.startswith("pretrain:")
     with pytest.raises(UnknownNameError, match="did you mean 'cocogen'"):

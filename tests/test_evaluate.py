@@ -17,30 +17,16 @@ from pirf.evaluation import runner
 from pirf.models.factory import load_denoiser
 from pirf.normalization import Normalization
 from pirf.sampling import karras_sigmas, per_sample_noise, sample_heun
-from pirf.training import DataConfig, ModelConfig, PretrainConfig, pretrain
 
 PNG = b"\x89PNG\r\n\x1a\n"
 N_REFERENCE = 32
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(rough_poisson_model):
     """A poisson data set (16x16, 64 samples) and a tiny EDM model trained on it for 4 steps."""
-    root = tmp_path_factory.mktemp("evaluate")
+    root = rough_poisson_model.parent.parent
     path = root / "poisson.h5"
-    data.generate_dataset(pdes.get("poisson"), 64, path, resolution=16, progress=False)
-    cfg = PretrainConfig(
-        data=DataConfig(path=str(path)),
-        out=str(root / "run"),
-        model=ModelConfig(base_channels=8, channel_mult=(1, 2), mid_attention=False),
-        steps=4,
-        batch_size=8,
-        log_every=2,
-        checkpoint_every=4,
-        warmup_steps=1,
-        lr=1e-3,
-    )
-    pretrain(cfg, progress=False)
     model, record = load_denoiser(root / "run" / "model")
     reference = runner.held_out_reference(
         pdes.get("poisson"), 16, 10_000, N_REFERENCE, root=root / "cache", progress=False

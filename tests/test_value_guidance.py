@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-import pirf.pdes as pdes
 from pirf import cli, data
 from pirf.errors import ConfigError
 from pirf.rewards import BlackBoxReward
@@ -180,27 +179,10 @@ def test_bad_settings_are_clear_errors(kwargs, message):
 
 # -- pirf sample --guidance --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def model_run(tmp_path_factory):
-    """A Poisson data set (16x16) and a tiny EDM model trained on it for 4 steps (the samples
-    are rough; the CLI path is what is tested)."""
-    from pirf.training import DataConfig, ModelConfig, PretrainConfig, pretrain
-
-    root = tmp_path_factory.mktemp("value-guidance")
-    path = root / "poisson.h5"
-    data.generate_dataset(pdes.get("poisson"), 16, path, resolution=16, progress=False)
-    cfg = PretrainConfig(
-        data=DataConfig(path=str(path)),
-        out=str(root / "run"),
-        model=ModelConfig(base_channels=8, channel_mult=(1, 2), mid_attention=False),
-        steps=4,
-        batch_size=8,
-        log_every=2,
-        checkpoint_every=4,
-        warmup_steps=1,
-        lr=1e-3,
-    )
-    pretrain(cfg, progress=False)
-    return root / "run"
+def model_run(rough_poisson_model):
+    """The run folder of a tiny EDM model trained for 4 steps (rough samples: the CLI path is
+    what is tested)."""
+    return rough_poisson_model.parent
 
 
 def run(argv, capsys):

@@ -61,7 +61,9 @@ def _prepare(cfg: BenchConfig, resume: bool) -> Path:
             raise OutputExistsError(
                 f"{out} already holds a bench", "pass --resume to continue it, or choose another --out"
             )
-        theirs = {k: v for k, v in json.loads(stored.read_text()).items() if k not in RUN_KEYS_FREE}
+        # a setting the stored bench predates holds its default there (pirf added it since)
+        held = to_dict(BenchConfig()) | json.loads(stored.read_text())
+        theirs = {k: v for k, v in held.items() if k not in RUN_KEYS_FREE}
         if jsonable(theirs) != jsonable(mine):
             changed = sorted(k for k in mine if theirs.get(k) != jsonable(mine[k]))
             raise ConfigError(
