@@ -27,13 +27,26 @@ def model_dir(cfg: BenchConfig, benchmark: str, row: str) -> Path:
     return Path(cfg.out) / "models" / benchmark / row
 
 
-def _state(run_dir: Path, config: dict[str, Any]) -> str:
-    """ "done" (reuse), "partial" (resume) or "new" (start) for a run folder and the config it should hold."""
+def _with_defaults(held: Any, defaults: Any) -> Any:
+    """``held`` with every key it lacks (at any depth) taken from ``defaults``: a run written before
+    pirf added a setting held that setting's default."""
+    if not isinstance(held, dict) or not isinstance(defaults, dict):
+        return held
+    return {
+        k: _with_defaults(held[k], defaults.get(k)) if k in held else defaults[k] for k in defaults | held
+    }
+
+
+def _state(run_dir: Path, config: Any) -> str:
+    """ "done" (reuse), "partial" (resume) or "new" (start) for a run folder and the config (a
+    config dataclass) it should hold."""
     if (run_dir / "model.safetensors").exists():
+        wanted = json.loads(json.dumps(to_dict(config)))
         held = (
             json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
         )
-        if held != json.loads(json.dumps(config)):
+        defaults = json.loads(json.dumps(to_dict(type(config)())))
+        if _with_defaults(held, defaults) != wanted:
             raise ConfigError(
                 f"{run_dir} holds a finished run of another config than this bench's",
                 "remove that folder to retrain it, or give the bench another out",
@@ -51,7 +64,7 @@ def base_spec(cfg: BenchConfig, benchmark: str, progress: bool = True) -> str:
     run_dir = model_dir(cfg, benchmark, "base")
     config_path = resolve_config("pretrain", spec[len(PRETRAIN_PREFIX) :])
     pre = load_config(PretrainConfig, config_path, [f"out={run_dir}"])
-    state = _state(run_dir, to_dict(pre))
+    state = _state(run_dir, pre)
     if state != "done":
         pretrain(pre, resume=state == "partial", progress=progress)
     return str(run_dir / "model.safetensors")
@@ -75,7 +88,7 @@ def finetune_config(cfg: BenchConfig, benchmark: str, row: str, base: str) -> Fi
 def finetuned_model(cfg: BenchConfig, benchmark: str, row: str, base: str, progress: bool = True) -> Path:
     """The fine-tuned model file of a PIRF row, trained (or resumed) if needed."""
     ft = finetune_config(cfg, benchmark, row, base)
-    state = _state(Path(ft.out), to_dict(ft))
+    state = _state(Path(ft.out), ft)
     if state != "done":
         finetune(ft, resume=state == "partial", progress=progress)
     return Path(ft.out) / "model.safetensors"
@@ -111,7 +124,7 @@ def pidm_model(
 ) -> Path:
     """PIDM's model file for ``benchmark``, trained (or resumed) if needed."""
     pre = pidm_config(cfg, benchmark, base, base_record)
-    state = _state(Path(pre.out), to_dict(pre))
+    state = _state(Path(pre.out), pre)
     if state != "done":
         pretrain(pre, resume=state == "partial", progress=progress)
     return Path(pre.out) / "model.safetensors"
