@@ -91,6 +91,15 @@ def test_bench_fills_every_row_writes_its_table_and_resumes(tiny_poisson_model, 
     stored = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({k: v for k, v in stored.items() if k != "family_steps"}))
     run_bench(cfg, resume=True, progress=False)
+    # so does a finished fine-tune whose config predates a section (it is reused, not retrained)
+    run = out / "models" / "poisson" / "pirf"
+    held = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({k: v for k, v in held.items() if k != "policy"}))
+    trained = (run / "model.safetensors").stat().st_mtime_ns
+    (out / "cells" / "poisson" / "pirf@6.json").unlink()
+    run_bench(cfg, resume=True, progress=False)
+    assert (run / "model.safetensors").stat().st_mtime_ns == trained
+    assert (out / "cells" / "poisson" / "pirf@6.json").exists()
     # other settings cannot resume into these cells
     with pytest.raises(ConfigError, match="n differ"):
         run_bench(_config(tiny_poisson_model, tmp_path, methods, n=7), resume=True, progress=False)
