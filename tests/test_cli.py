@@ -63,6 +63,9 @@ def test_check_fails_with_exit_1_on_corrupted_data(tmp_path, capsys):
         (["data", "generate", "poisson", "-p", "alpha=fast"], "should be of type float"),
         (["data", "generate", "poisson", "--resolution", "4"], "at least 8"),
         (["data", "info", "missing.h5"], "no such data file"),
+        (["data", "generate", "poisson", "-p", "[/x]=1"], "unknown parameter(s) [/x]"),  # not rich markup
+        (["data", "generate", "poisson", "--seed", "-1"], "seed must be a non-negative integer"),
+        (["data", "generate", "poisson", "--resolution", "0"], "at least 8"),
     ],
 )
 def test_bad_input_exit_2_with_message(tmp_path, monkeypatch, capsys, argv, message):

@@ -418,3 +418,10 @@ def test_random_overrides_load_or_raise_config_error(overrides):
     assert isinstance(cfg, StageConfig)
     again = load_config(StageConfig, base=yaml.load(dump_yaml(cfg), Loader=yaml.SafeLoader))
     assert dump_yaml(again) == dump_yaml(cfg)
+
+
+@pytest.mark.parametrize("override", ["model.name=[1, 2]", "model.name={a: 1}", "tags=[[1]]", "seed={}"])
+def test_every_wrong_type_says_what_to_give(override):
+    with pytest.raises(ConfigError) as err:
+        load_config(StageConfig, overrides=[override])
+    assert err.value.fix

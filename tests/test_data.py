@@ -9,7 +9,14 @@ import torch
 
 import pirf.pdes as pdes
 from pirf import data
-from pirf.errors import DataFileError, NonFiniteError, OutputExistsError, ShapeError, UnknownNameError
+from pirf.errors import (
+    ConfigError,
+    DataFileError,
+    NonFiniteError,
+    OutputExistsError,
+    ShapeError,
+    UnknownNameError,
+)
 
 
 @pytest.fixture
@@ -120,6 +127,35 @@ def test_foreign_and_inconsistent_files(tmp_path, poisson_file):
 
     with pytest.raises(DataFileError, match="dtype"):
         data.read_info(edited("e.h5", int_fields))
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value", "message"),
+    [
+        ("n", "twelve", "attribute 'n' is 'twelve', not an integer"),
+        ("format_version", np.nan, "attribute 'format_version' is .*, not an integer"),
+        ("params", "[2, 3]", "attribute 'params' is .*, not a JSON dict"),
+        ("floor", True, "attribute 'floor' is True, not a string"),
+        ("floor", '{"all": {"median_mse": "small"}}', "attribute 'floor.all' is"),
+        ("normalization", '{"shift": [0], "scale": [1]}', "the normalization has 1 channels, the fields 2"),
+        ("seed", 1.5, "attribute 'seed' is 1.5, not an integer"),
+    ],
+)
+def test_garbled_attributes_are_refused_with_a_fix(tmp_path, poisson_file, attribute, value, message):
+    path = tmp_path / "garbled.h5"
+    path.write_bytes(poisson_file.read_bytes())
+    with h5py.File(path, "a") as f:
+        f.attrs[attribute] = value
+    with pytest.raises(DataFileError, match=message) as err:
+        data.read_info(path)
+    assert "pirf data generate" in err.value.fix
+
+
+def test_check_refuses_settings_that_score_nothing(poisson_file):
+    for settings in ({"max_samples": 0}, {"tolerance": float("nan")}, {"tolerance": -1.0}):
+        with pytest.raises(ConfigError) as err:
+            data.check_dataset(poisson_file, **settings)
+        assert err.value.fix
 
 
 def test_nan_samples_are_found_and_refused(tmp_path, poisson_file):

@@ -13,6 +13,7 @@ import torch
 import pirf.pdes as pdes
 from pirf import cli, data
 from pirf.errors import DataFileError, OutputExistsError, UnknownNameError
+from pirf.evaluation import report as report_module
 from pirf.evaluation import runner
 from pirf.models.factory import load_denoiser
 from pirf.normalization import Normalization
@@ -115,13 +116,38 @@ def test_network_calls_are_counted(trained, sampler, calls):
     assert cost["samples_per_s"] > 0 and cost["seconds"] > 0 and cost["device"] == "cpu"
 
 
+def test_sample_streams_each_batch_to_the_file_before_drawing_the_next(trained, tmp_path, monkeypatch):
+    events = []
+    write, draw = data.DatasetWriter.write, runner.SampleStream.__iter__
+
+    def logged_write(self, batch):
+        events.append(("write", len(batch)))
+        return write(self, batch)
+
+    def logged_draw(self):
+        for batch in draw(self):
+            events.append(("draw", len(batch)))
+            yield batch
+
+    monkeypatch.setattr(data.DatasetWriter, "write", logged_write)
+    monkeypatch.setattr(runner.SampleStream, "__iter__", logged_draw)
+    path, drawn, _ = runner.sample(trained.run, tmp_path / "s", n=10, steps=2, batch_size=4, progress=False)
+    assert events == [("draw", 4), ("write", 4), ("draw", 4), ("write", 4), ("draw", 2), ("write", 2)]
+    assert drawn.n == 10 and len(drawn.fields) == report_module.N_SHOW  # only the plotted ones are kept
+    assert data.read_info(path).n == 10
+
+
 def test_sample_file_reads_and_checks_against_the_model_floor(trained, tmp_path):
     out = tmp_path / "samples"
     path, drawn, record = runner.sample(trained.run, out, n=5, steps=2, seed=7, batch_size=4, progress=False)
     info = data.read_info(path)
     assert (info.pde.name, info.n, info.resolution, info.seed) == ("poisson", 5, 16, 7)
     assert info.floor == record["data"]["floor"]  # the model's data floor, not the samples' own
-    np.testing.assert_array_equal(data.read_fields(path), drawn.fields)
+    model, _, _ = runner.load_model(trained.run)
+    in_memory = runner.generate_samples(model, record, 5, 2, 7, batch_size=4, progress=False).fields
+    np.testing.assert_array_equal(data.read_fields(path), in_memory)  # streamed batch by batch
+    np.testing.assert_array_equal(drawn.fields, in_memory[: report_module.N_SHOW])
+    assert drawn.n == 5 and drawn.nfe_per_sample == 3
     report = data.check_dataset(path)
     assert report.checked == 5 and report.floor == record["data"]["floor"]
     assert report.ratios()["interior"] > 10 and not report.ok  # a 4-step model is far from the data

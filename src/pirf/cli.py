@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pirf import data as pirf_data
@@ -83,7 +84,9 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
         try:
             params[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as err:
-            raise ConfigError(f"cannot read the value of {item!r}: {err}") from None
+            raise ConfigError(
+                f"cannot read the value of {item!r}: {err}", "quote a string value: -p name='a b'"
+            ) from None
     return params
 
 
@@ -133,7 +136,7 @@ def data_generate(
     )
     seconds = time.perf_counter() - t0
     console.print(
-        f"wrote {info.n} samples of {pde} at {res}x{res} to {out} in {seconds:.1f} s "
+        f"wrote {info.n} samples of {pde} at {res}x{res} to {escape(str(out))} in {seconds:.1f} s "
         f"({info.n / seconds:.1f} samples/s)"
     )
     _print_floor(info.floor)
@@ -159,9 +162,9 @@ def data_info(
         console.print_json(json.dumps(summary))
         return
     floor = summary.pop("floor")
-    table = Table(title=str(file), show_header=False)
+    table = Table(title=escape(str(file)), show_header=False)
     for key, value in summary.items():
-        table.add_row(key, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+        table.add_row(key, escape(json.dumps(value) if isinstance(value, (dict, list)) else str(value)))
     console.print(table)
     if floor:
         _print_floor(floor)
@@ -176,7 +179,7 @@ def data_check(
     """Score a data set's samples with the PDE residual and compare them to the data floor."""
     report = pirf_data.check_dataset(file, max_samples=max_samples, tolerance=tolerance)
     ratios = report.ratios()
-    table = Table(title=f"{file}: {report.checked} samples scored; floor {report.floor_source}")
+    table = Table(title=f"{escape(str(file))}: {report.checked} samples scored; floor {report.floor_source}")
     for col in ("region", "median MSE", "floor median MSE", "ratio"):
         table.add_column(col)
     for part, s in report.residual.items():
@@ -230,7 +233,7 @@ def pretrain_command(
     result = pretrain(cfg, resume=resume)
     console.print(
         f"trained {result.steps} steps in {result.seconds:.0f} s, final loss {result.final_loss:.4f}; "
-        f"model: {result.run_dir / 'model.safetensors'}"
+        f"model: {escape(str(result.run_dir / 'model.safetensors'))}"
     )
 
 
@@ -292,8 +295,9 @@ def sample_command(
     """Draw samples of a trained model and write them, in physical units, as a pirf data file
     (`pirf data check OUT/samples.h5` compares them with the model's data floor). --guidance
     steers the chain toward a lower PDE residual; its settings are recorded with the samples."""
-    from pirf.evaluation.metrics import relative_to_floor, residual_summary
-    from pirf.evaluation.runner import GuidanceSettings, record_pde, sample
+    from pirf.evaluation.metrics import relative_to_floor
+    from pirf.evaluation.report import sample_file_residual
+    from pirf.evaluation.runner import GuidanceSettings, sample
 
     settings = GuidanceSettings(
         kind=guidance, mode=guidance_mode, alpha=alpha, candidates=candidates, zeta=zeta, eta=eta
@@ -311,11 +315,12 @@ def sample_command(
         guidance=settings,
     )
     console.print(
-        f"wrote {n} samples to {path} in {drawn.seconds:.1f} s ({drawn.samples_per_s:.2f} samples/s, "
+        f"wrote {n} samples to {escape(str(path))} in {drawn.seconds:.1f} s "
+        f"({drawn.samples_per_s:.2f} samples/s, "
         f"{drawn.nfe_per_sample} network calls per sample, {drawn.device})"
     )
     floor = record.get("data", {}).get("floor") or {}
-    residual = residual_summary(record_pde(record), drawn.fields)
+    residual = sample_file_residual(path)  # of all n samples, accumulated as they were written
     ratios = relative_to_floor(residual, floor)
     table = Table(title="residual of the samples vs the data floor")
     for col in ("region", "median MSE", "floor median MSE", "ratio"):
@@ -371,7 +376,9 @@ def evaluate_command(
     )
     model = report["model"]
     headers, rows = summary_rows(report)
-    table = Table(title=f"{model['pde']} {model['resolution']}x{model['resolution']}: {model['path']}")
+    table = Table(
+        title=escape(f"{model['pde']} {model['resolution']}x{model['resolution']}: {model['path']}")
+    )
     for col in headers:
         table.add_column(col)
     for row in rows:
@@ -380,8 +387,8 @@ def evaluate_command(
     for run in report["runs"]:
         if run["nonfinite"]:
             err_console.print(f"{run['steps']} steps: {run['nonfinite']} of {run['n']} samples are NaN/inf")
-    console.print(f"memorization: {report['train']['note']}")
-    console.print(f"reports and figures in {out} ({report['seconds']:.1f} s)")
+    console.print(f"memorization: {escape(report['train']['note'])}")
+    console.print(f"reports and figures in {escape(str(out))} ({report['seconds']:.1f} s)")
 
 
 @app.command("finetune", context_settings={"allow_extra_args": False})
@@ -418,7 +425,8 @@ def finetune_command(
         f"held-out residual (median MSE): base {base_score['residual']:.3e} -> "
         f"{chosen['residual']:.3e} ({base_score['residual'] / max(chosen['residual'], 1e-300):.1f}x lower); "
         f"fidelity score {base_score['fidelity']:.3f} -> {chosen['fidelity']:.3f}\n"
-        f"saved: {result.run_dir / 'model.safetensors'} ({chosen['weights']}, alpha {chosen['alpha']})"
+        f"saved: {escape(str(result.run_dir / 'model.safetensors'))} "
+        f"({chosen['weights']}, alpha {chosen['alpha']})"
     )
 
 
@@ -455,7 +463,7 @@ def demo_command(
     for name, v in c["fidelity"].items():
         fidelity.add_row(name, f"{v['base']:.3g}", f"{v['finetuned']:.3g}", f"{100 * v['change']:+.0f}%")
     console.print(fidelity)
-    console.print(f"report and figures in {out} ({report['seconds']:.0f} s)")
+    console.print(f"report and figures in {escape(str(out))} ({report['seconds']:.0f} s)")
 
 
 def _names(values: list[str] | None) -> list[str] | None:
@@ -515,7 +523,7 @@ def bench_command(
     run_bench(cfg, resume=resume, console=console)
     cells = with_ratios(read_cells(Path(cfg.out)))
     console.print(headline(cells), highlight=False, markup=False)
-    console.print(f"table.md, table.csv, table.json and figures/ in {cfg.out}")
+    console.print(f"table.md, table.csv, table.json and figures/ in {escape(str(cfg.out))}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -526,7 +534,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="pirf")
     except PirfError as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)  # no markup from input
         sys.exit(2)
 
 

@@ -33,6 +33,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from pirf.errors import ConfigError
+from pirf.files import write_text
 
 __all__ = [
     "apply_overrides",
@@ -130,7 +131,7 @@ def read_json_config(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise ConfigError(f"cannot read config {str(path)!r}: {err}", "check the run folder") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a JSON object")
+        raise ConfigError(f"{path}: a config must be a JSON object", "check the run folder")
     return data
 
 
@@ -207,6 +208,8 @@ def _wrong_type(key: str, tp: Any, value: Any, fix: str | None = None) -> Config
         fix = f"give {key} a value of type {expected} (unquoted)"
     elif fix is None and tp is str and not isinstance(value, (Mapping, list, tuple)):
         fix = f"quote it: {key}='{value}'"
+    elif fix is None:
+        fix = f"give {key} a value of type {expected}"
     return ConfigError(f"{key}: expected {expected}, got {value!r} ({type(value).__name__})", fix)
 
 
@@ -241,7 +244,7 @@ def _from_mapping(cls: type[T], data: Any, key: str, where: str) -> T:
     except ConfigError:
         raise
     except ValueError as err:  # a __post_init__ check
-        raise ConfigError(f"{key or where}: {err}") from None
+        raise ConfigError(f"{key or where}: {err}", "change the value(s) it names") from None
 
 
 def _unknown_key(name: str, prefix: str, valid: list[str], where: str) -> ConfigError:
@@ -445,13 +448,4 @@ def save_config(instance: Any, path: str | os.PathLike) -> Path:
     text = dump_yaml(instance)  # fails before anything is written
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text(path, text)

@@ -31,7 +31,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import pirf
 from pirf import pdes
-from pirf.errors import DataFileError, NonFiniteError, OutputExistsError, PirfError, ShapeError
+from pirf.disk import field_bytes, require_space
+from pirf.errors import (
+    ConfigError,
+    DataFileError,
+    NonFiniteError,
+    OutputExistsError,
+    PirfError,
+    ShapeError,
+)
+from pirf.files import crash_point, remove_stale_temporaries, replace, temporary_path
 from pirf.normalization import Normalization
 
 FORMAT = "pirf-dataset"
@@ -115,31 +124,6 @@ class ResidualAccumulator:
 # -- writing ---------------------------------------------------------------------------------
 
 
-def _temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Delete temporary files of ``path`` left by writers that were killed (their pid is gone)."""
-    removed = []
-    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
 class DatasetWriter:
     """Write ``n`` samples of ``pde`` at ``resolution`` in batches, atomically.
 
@@ -172,8 +156,9 @@ class DatasetWriter:
         if not self.path.parent.exists():
             raise DataFileError(f"the folder {self.path.parent} does not exist", "create it first")
         if n <= 0:
-            raise PirfError(f"a data set needs at least one sample, got n={n}")
+            raise PirfError(f"a data set needs at least one sample, got n={n}", "pass --n 1 or more")
         pde.check_resolution(resolution)
+        require_space(self.path, field_bytes(n, len(pde.fields), resolution), f"writing {self.path.name}")
         self.pde, self.n, self.resolution, self.seed = pde, n, resolution, seed
         self.solver = solver if solver is not None else pde.solver
         self.written = 0
@@ -181,7 +166,7 @@ class DatasetWriter:
         self._sumsq = np.zeros(len(pde.fields))
         self._residuals = ResidualAccumulator(pde)
         remove_stale_temporaries(self.path)
-        self._tmp = _temporary_path(self.path)
+        self._tmp = temporary_path(self.path)
         self._file: h5py.File | None = None
 
     def __enter__(self) -> DatasetWriter:
@@ -208,6 +193,7 @@ class DatasetWriter:
         self._sum += s.sum(axis=(0, 2, 3))
         self._sumsq += (s**2).sum(axis=(0, 2, 3))
         self._residuals.add(stored)
+        crash_point("data.chunk-written")
 
     def _finalize(self) -> None:
         assert self._file is not None
@@ -253,7 +239,8 @@ class DatasetWriter:
             raise
         self._file.close()
         if exc_type is None:
-            os.replace(self._tmp, self.path)
+            crash_point("data.complete")
+            replace(self._tmp, self.path)  # the final name never holds half a file
         else:
             self._tmp.unlink(missing_ok=True)
 
@@ -308,9 +295,10 @@ def generate_dataset(
     is the same whatever the chunk size.
     """
     resolution = pde.default_resolution if resolution is None else resolution
+    pde.check_resolution(resolution)  # before sizing chunks by it
     chunk = chunk_size_for(pde, resolution) if chunk is None else chunk
     if chunk <= 0:
-        raise PirfError(f"chunk must be positive, got {chunk}")
+        raise PirfError(f"chunk must be positive, got {chunk}", "pass --chunk 1 or more, or leave it out")
     with (
         DatasetWriter(out, pde, n, resolution, seed=seed, overwrite=overwrite) as writer,
         _progress(progress, f"{pde.name} {resolution}x{resolution}", n) as advance,
@@ -339,11 +327,61 @@ def _open(path: Path) -> h5py.File:
         ) from None
 
 
-def _json_attr(path: Path, attrs: h5py.AttributeManager, key: str) -> Any:
+REGENERATE = "regenerate it with `pirf data generate`, or point to an intact pirf data file"
+
+
+def _bad_attr(path: Path, key: str, value: Any, expected: str) -> DataFileError:
+    value = value.item() if isinstance(value, np.generic) else value  # 1.5, not np.float64(1.5)
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    return DataFileError(f"{path}: attribute {key!r} is {shown}, not {expected}", REGENERATE)
+
+
+def _int_attr(path: Path, attrs: h5py.AttributeManager, key: str, default: int | None = None) -> int:
+    value = attrs.get(key, default)
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise _bad_attr(path, key, value, "an integer")
+    return int(value)
+
+
+def _str_attr(path: Path, attrs: h5py.AttributeManager, key: str, default: str = "") -> str:
+    value = attrs.get(key, default)
+    if not isinstance(value, str):
+        raise _bad_attr(path, key, value, "a string")
+    return value
+
+
+def _json_attr(path: Path, attrs: h5py.AttributeManager, key: str, kind: type = object) -> Any:
+    text = _str_attr(path, attrs, key)
     try:
-        return json.loads(attrs[key])
-    except (TypeError, ValueError) as err:
-        raise DataFileError(f"{path}: attribute {key!r} is not valid JSON ({err})") from None
+        value = json.loads(text)
+    except ValueError as err:
+        raise DataFileError(f"{path}: attribute {key!r} is not valid JSON ({err})", REGENERATE) from None
+    if not isinstance(value, kind):
+        raise _bad_attr(path, key, value, f"a JSON {kind.__name__}")
+    return value
+
+
+def _floor_attr(path: Path, attrs: h5py.AttributeManager) -> dict[str, dict[str, float]]:
+    """The ``floor`` attribute: region -> statistic -> number (``{}`` when absent)."""
+    if "floor" not in attrs:
+        return {}
+    floor = _json_attr(path, attrs, "floor", dict)
+    for part, stats in floor.items():
+        numbers = isinstance(stats, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats.values()
+        )
+        if not numbers:
+            raise _bad_attr(path, f"floor.{part}", stats, "a mapping of statistics to numbers")
+    return floor
+
+
+def _flag_attr(path: Path, attrs: h5py.AttributeManager, key: str) -> bool:
+    value = attrs.get(key, False)
+    if not isinstance(value, (bool, np.bool_, int, np.integer)):
+        raise _bad_attr(path, key, value, "a boolean")
+    return bool(value)
 
 
 def read_info(path: str | os.PathLike) -> DatasetInfo:
@@ -354,8 +392,30 @@ def read_info(path: str | os.PathLike) -> DatasetInfo:
 
 
 def _validate(path: Path, f: h5py.File) -> DatasetInfo:
+    try:
+        return _validate_contents(path, f)
+    except PirfError:
+        raise
+    except (OSError, KeyError, RuntimeError) as err:  # h5py on a damaged file
+        raise DataFileError(
+            f"{path} is damaged: its description cannot be read ({type(err).__name__}: {err})", REGENERATE
+        ) from None
+
+
+def _file_pde(path: Path, attrs: h5py.AttributeManager) -> pdes.PDE:
+    name, params = _str_attr(path, attrs, "pde"), _json_attr(path, attrs, "params", dict)
+    try:
+        return pdes.get(name, **params)
+    except PirfError as err:  # unknown PDE or parameter: keep the class, name the file
+        raise type(err)(f"{path}: {err.problem}", err.fix) from None
+    except (TypeError, ValueError) as err:  # a plugin PDE refusing its parameters
+        raise DataFileError(f"{path}: PDE {name!r} refuses parameters {params} ({err})", REGENERATE) from None
+
+
+def _validate_contents(path: Path, f: h5py.File) -> DatasetInfo:
     attrs = f.attrs
-    if attrs.get("format") != FORMAT:
+    tag = attrs.get("format")
+    if not isinstance(tag, str) or tag != FORMAT:
         raise DataFileError(
             f"{path} is an HDF5 file but not a pirf data set (no format={FORMAT!r} attribute)",
             "write your own fields with pirf.data.DatasetWriter, or generate with `pirf data generate`",
@@ -363,38 +423,53 @@ def _validate(path: Path, f: h5py.File) -> DatasetInfo:
     missing = [k for k in REQUIRED_ATTRS if k not in attrs]
     if missing:
         raise DataFileError(f"{path} lacks attribute(s) {', '.join(missing)}", "regenerate the file")
-    if not bool(attrs.get("complete", False)):
+    if not _flag_attr(path, attrs, "complete"):
         raise DataFileError(f"{path} was not completely written", "regenerate it")
-    if int(attrs["format_version"]) > FORMAT_VERSION:
+    version = _int_attr(path, attrs, "format_version")
+    if version > FORMAT_VERSION:
         raise DataFileError(
-            f"{path} has format version {attrs['format_version']}, newer than this pirf reads",
+            f"{path} has format version {version}, newer than this pirf ({pirf.__version__}) reads "
+            f"(version {FORMAT_VERSION})",
             "upgrade pirf",
         )
-    pde = pdes.get(str(attrs["pde"]), **_json_attr(path, attrs, "params"))
-    fields = tuple(_json_attr(path, attrs, "fields"))
+    pde = _file_pde(path, attrs)
+    fields = tuple(_json_attr(path, attrs, "fields", list))
     if fields != pde.fields:
-        raise DataFileError(f"{path}: channels {fields} do not match {pde.name}'s {pde.fields}")
-    n, r = int(attrs["n"]), int(attrs["resolution"])
+        raise DataFileError(f"{path}: channels {fields} do not match {pde.name}'s {pde.fields}", REGENERATE)
+    n, r = _int_attr(path, attrs, "n"), _int_attr(path, attrs, "resolution")
     if "fields" not in f or not isinstance(f["fields"], h5py.Dataset):
         raise DataFileError(f"{path} has no 'fields' data set", "regenerate the file")
     data = f["fields"]
     expected = (n, len(fields), r, r)
     if data.shape != expected:
-        raise DataFileError(f"{path}: 'fields' has shape {data.shape}, attributes say {expected}")
+        raise DataFileError(f"{path}: 'fields' has shape {data.shape}, attributes say {expected}", REGENERATE)
     if data.dtype.kind != "f":
-        raise DataFileError(f"{path}: 'fields' has dtype {data.dtype}, expected floating point")
+        raise DataFileError(f"{path}: 'fields' has dtype {data.dtype}, expected floating point", REGENERATE)
     return DatasetInfo(
         path=path,
         pde=pde,
         n=n,
         resolution=r,
-        seed=int(attrs.get("seed", -1)),
-        solver=str(attrs.get("solver", "")),
-        normalization=Normalization.from_dict(_json_attr(path, attrs, "normalization")),
-        floor=_json_attr(path, attrs, "floor") if "floor" in attrs else {},
+        seed=_int_attr(path, attrs, "seed", -1),
+        solver=str(attrs.get("solver", "")),  # informational: any value reads
+        normalization=_normalization_attr(path, attrs, len(fields)),
+        floor=_floor_attr(path, attrs),
         pirf_version=str(attrs.get("pirf_version", "")),
         created=str(attrs.get("created", "")),
     )
+
+
+def _normalization_attr(path: Path, attrs: h5py.AttributeManager, channels: int) -> Normalization:
+    record = _json_attr(path, attrs, "normalization", dict)
+    try:
+        norm = Normalization.from_dict(record)
+    except PirfError as err:
+        raise DataFileError(f"{path}: attribute 'normalization': {err.problem}", REGENERATE) from None
+    if len(norm.shift) != channels:
+        raise DataFileError(
+            f"{path}: the normalization has {len(norm.shift)} channels, the fields {channels}", REGENERATE
+        )
+    return norm
 
 
 def read_fields(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> np.ndarray:
@@ -405,7 +480,7 @@ def read_fields(path: str | os.PathLike, start: int = 0, stop: int | None = None
         stop = info.n if stop is None else min(stop, info.n)
         try:
             return np.asarray(f["fields"][start:stop], dtype=np.float32)
-        except OSError as err:
+        except (OSError, RuntimeError) as err:  # h5py on a damaged chunk
             raise DataFileError(
                 f"{path}: samples {start}:{stop} cannot be read ({err})", "regenerate the file"
             ) from None
@@ -520,6 +595,7 @@ def check_dataset(
     The floor is the one recorded at generation; a file without one (data brought by a user)
     is compared with ``reference_samples`` freshly solved samples of the same PDE and resolution.
     """
+    _check_check_settings(max_samples, tolerance, reference_samples)
     info = read_info(path)
     nonfinite = find_nonfinite(path)
     acc = ResidualAccumulator(info.pde)
@@ -540,3 +616,14 @@ def check_dataset(
         floor, source = ref.summary(), f"{reference_samples} freshly solved reference samples"
     residual = acc.summary() if checked else {}
     return CheckReport(info, checked, nonfinite, residual, floor, source, tolerance)
+
+
+def _check_check_settings(max_samples: int, tolerance: float, reference_samples: int) -> None:
+    """Refuse settings under which `check_dataset` would score nothing or compare with nothing."""
+    for name, value in (("--n", max_samples), ("reference_samples", reference_samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}", f"pass {name} 1 or more")
+    if not tolerance > 0:  # NaN too
+        raise ConfigError(
+            f"--tolerance must be a positive ratio, got {tolerance!r}", "pass e.g. --tolerance 10"
+        )

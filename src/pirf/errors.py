@@ -33,6 +33,15 @@ class NonFiniteError(PirfError, ValueError):
     """NaN or inf where finite numbers are required."""
 
 
+class DivergenceError(PirfError, RuntimeError):
+    """A training run whose loss or reward has run away (non-finite or far beyond its start) and
+    kept doing so: the run stops, and the last good checkpoint is kept."""
+
+
+class DiskSpaceError(PirfError, OSError):
+    """An output disk that cannot hold what a run is about to write."""
+
+
 class DataFileError(PirfError, OSError):
     """A dataset file that is missing, truncated, foreign or inconsistent."""
 

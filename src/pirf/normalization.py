@@ -26,7 +26,10 @@ class Normalization:
 
     def __post_init__(self) -> None:
         if len(self.shift) != len(self.scale):
-            raise ConfigError(f"normalization has {len(self.shift)} shifts but {len(self.scale)} scales")
+            raise ConfigError(
+                f"normalization has {len(self.shift)} shifts but {len(self.scale)} scales",
+                "give one shift and one scale per channel",
+            )
         if not all(np.isfinite(self.shift)) or not all(s > 0 and np.isfinite(s) for s in self.scale):
             raise ConfigError(
                 f"normalization needs finite shifts and positive finite scales, got {self}",

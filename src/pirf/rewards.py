@@ -30,6 +30,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,7 +99,18 @@ class ResidualReward(Reward):
         return torch.where(keep.view(1, -1, 1, 1), x, x.detach())
 
     def weighted_squares(self, x: Tensor) -> Tensor:
-        """w(p) R(x')[p]^2 ``[B, H, W]``: the region-weighted squared residual of the prepared fields."""
+        """w(p) R(x')[p]^2 ``[B, H, W]``: the region-weighted squared residual of the prepared fields.
+
+        A sample holding NaN or inf (a diverging model's) scores NaN everywhere instead of
+        stopping the batch: the other samples keep their values, and a training loop sees a
+        non-finite loss and skips the step (`pirf.training.faults`)."""
+        finite = torch.isfinite(x).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            squares = self._weighted_squares(torch.where(finite.view(-1, 1, 1, 1), x, torch.zeros_like(x)))
+            return torch.where(finite.view(-1, 1, 1), squares, torch.full_like(squares, math.nan))
+        return self._weighted_squares(x)
+
+    def _weighted_squares(self, x: Tensor) -> Tensor:
         x = self.prepare(x)
         squared = self.pde.residual(x).pow(2)
         if not self.config.weights:

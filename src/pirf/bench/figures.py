@@ -20,6 +20,7 @@ from pirf import pdes
 from pirf.bench.config import ABLATIONS, BASELINES, FAMILY
 from pirf.bench.table import read_cells
 from pirf.evaluation.report import plot_residuals, plot_samples, save_figure
+from pirf.files import read_jsonl
 
 GALLERY = ("data", "pirf", "pirf-all", "pirf-noreg", "pirf-online", "pirf-inverse")
 
@@ -62,8 +63,7 @@ def plot_curves(out: Path, benchmark: str) -> Figure | None:
     for row in ("pirf", *ABLATIONS):
         path = out / "models" / benchmark / row / "evals.jsonl"
         if path.exists():
-            evals = [json.loads(ln) for ln in path.read_text().splitlines() if ln]
-            evals = [e for e in evals if e.get("weights") == "ema" and e.get("finite", True)]
+            evals = [e for e in read_jsonl(path) if e.get("weights") == "ema" and e.get("finite", True)]
             if evals:
                 runs[row] = evals
     if not runs:
@@ -93,10 +93,10 @@ def family_curves(out: Path, benchmark: str) -> dict[str, list[dict[str, float]]
         if not (folder / "evals.jsonl").exists() or not (folder / "config.json").exists():
             continue
         batch = json.loads((folder / "config.json").read_text())["batch_size"]
-        metrics = [json.loads(ln) for ln in (folder / "metrics.jsonl").read_text().splitlines() if ln]
+        metrics = read_jsonl(folder / "metrics.jsonl")
         clock = {m["iteration"]: m["seconds"] for m in metrics}
         points = []
-        for e in (json.loads(ln) for ln in (folder / "evals.jsonl").read_text().splitlines() if ln):
+        for e in read_jsonl(folder / "evals.jsonl"):
             if e.get("weights") not in ("base", "ema") or not e.get("finite", True):
                 continue
             it = e["iteration"]

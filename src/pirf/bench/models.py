@@ -17,7 +17,7 @@ from pirf.config import load_config, read_yaml, resolve_config, to_dict
 from pirf.errors import ConfigError
 from pirf.finetune import finetune
 from pirf.finetune.config import FinetuneConfig, resolve_finetune_config
-from pirf.models.checkpoint import checkpoint_paths
+from pirf.models.checkpoint import recover_checkpoint
 from pirf.training.pretrain import PretrainConfig, pretrain
 
 PRETRAIN_PREFIX = "pretrain:"
@@ -39,8 +39,9 @@ def _with_defaults(held: Any, defaults: Any) -> Any:
 
 def _state(run_dir: Path, config: Any) -> str:
     """ "done" (reuse), "partial" (resume) or "new" (start) for a run folder and the config (a
-    config dataclass) it should hold."""
-    if (run_dir / "model.safetensors").exists():
+    config dataclass) it should hold. A model or checkpoint whose save was killed between its
+    two renames is completed first (`recover_checkpoint`), so it is judged by what it holds."""
+    if recover_checkpoint(run_dir / "model"):
         wanted = json.loads(json.dumps(to_dict(config)))
         held = (
             json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None
@@ -52,7 +53,7 @@ def _state(run_dir: Path, config: Any) -> str:
                 "remove that folder to retrain it, or give the bench another out",
             )
         return "done"
-    return "partial" if checkpoint_paths(run_dir / "checkpoints" / "latest")[1].exists() else "new"
+    return "partial" if recover_checkpoint(run_dir / "checkpoints" / "latest") else "new"
 
 
 def base_spec(cfg: BenchConfig, benchmark: str, progress: bool = True) -> str:

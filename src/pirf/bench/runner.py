@@ -41,8 +41,9 @@ from pirf.bench.models import base_spec, finetuned_model, pidm_model
 from pirf.bench.table import write_tables
 from pirf.config import to_dict
 from pirf.errors import ConfigError, OutputExistsError
-from pirf.evaluation.report import atomic_write, write_json
+from pirf.evaluation.report import write_json
 from pirf.evaluation.runner import Model, jsonable, load_model
+from pirf.files import atomic_write, crash_point
 
 RUN_KEYS_FREE = ("benchmarks", "methods", "device", "batch_size", "out")
 """Config keys a resumed bench may change: they do not change what a finished cell holds."""
@@ -157,7 +158,9 @@ def _write_cell(out: Path, ctx: BenchContext, row: str, steps: int, result: dict
             np.save(f, fields[:KEEP])
 
     atomic_write(cell_path(out, ctx.benchmark, row, steps, "samples"), save)
+    crash_point("bench.samples-written")
     write_json(path, result)  # last: a cell file means the cell is complete
+    crash_point("bench.cell-written")
 
 
 def _describe(result: dict[str, Any], seconds: float) -> str:

@@ -66,6 +66,14 @@ def _to_numpy(x: Fields) -> np.ndarray:
     return b
 
 
+def finite_rows(x: Fields, batch_size: int = 256) -> np.ndarray:
+    """Boolean ``[N]``: the samples without NaN or inf, computed ``batch_size`` at a time."""
+    if isinstance(x, Tensor):
+        return torch.isfinite(x).flatten(1).all(dim=1).cpu().numpy()
+    parts = [np.isfinite(x[i : i + batch_size]).all(axis=(1, 2, 3)) for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
+
 def _batches(x: Fields, batch_size: int) -> Iterator[np.ndarray]:
     if batch_size < 1:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,14 +28,16 @@ import torch
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from pirf import pdes
-from pirf.data import DatasetWriter, remove_stale_temporaries
+from pirf import files, pdes
+from pirf.data import DatasetWriter
+from pirf.disk import field_bytes, require_space
 from pirf.errors import NonFiniteError, OutputExistsError
-from pirf.evaluation.metrics import power_spectrum
+from pirf.evaluation.metrics import finite_rows, power_spectrum
 from pirf.evaluation.runner import jsonable
+from pirf.files import atomic_write, remove_stale_temporaries, temporary_path
 
 if TYPE_CHECKING:
-    from pirf.evaluation.runner import Evaluation, Samples
+    from pirf.evaluation.runner import Evaluation, SampleStream
 
 EVALUATION_FILES = ("report.json", "report.md", "samples.png", "residuals.png", "spectra.png")
 SAMPLE_FILES = ("samples.h5", "samples.png")
@@ -58,20 +59,9 @@ def check_outputs(out: Path, names: Iterable[str], overwrite: bool) -> None:
         )
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it to ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def write_json(path: Path, obj: Any) -> Path:
-    text = json.dumps(jsonable(obj), indent=1, allow_nan=False)
-    return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+    """``obj`` as strict JSON (numpy values converted, no NaN), written atomically."""
+    return files.write_json(path, jsonable(obj), allow_nan=False)
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
@@ -81,76 +71,103 @@ def save_figure(fig: Figure, path: Path) -> Path:
 # -- the sample file ---------------------------------------------------------------------------------
 def write_sample_file(
     path: Path,
-    fields: np.ndarray,
+    batches: Iterable[np.ndarray],
+    n: int,
+    resolution: int,
     pde: pdes.PDE,
     floor: dict[str, dict[str, float]],
-    provenance: dict[str, Any],
+    provenance: Callable[[], dict[str, Any]],
     *,
     overwrite: bool = False,
     seed: int = -1,
+    nonfinite_fix: str = "the model diverged: use another checkpoint, or more sampler steps",
 ) -> Path:
-    """Samples as a pirf data file (`DatasetWriter` layout, physical units) whose ``floor``
+    """``n`` samples, given as ``batches`` of physical fields ``[b, C, R, R]`` and written as they
+    come (memory: one batch), as a pirf data file (`DatasetWriter` layout) whose ``floor``
     attribute is ``floor`` (the model's data floor, so ``pirf data check`` compares the samples
-    with the data), the samples' own residual statistics in ``residual`` and ``provenance`` in
-    ``sampling`` (JSON). Without a floor the attribute is left out and ``pirf data check``
-    compares with freshly solved samples instead."""
+    with the data), the samples' own residual statistics in ``residual`` and ``provenance()``
+    (called after the last batch) in ``sampling`` (JSON). Without a floor the attribute is left
+    out and ``pirf data check`` compares with freshly solved samples instead. A batch holding
+    NaN or inf stops the write (`NonFiniteError` with ``nonfinite_fix``) and leaves no file."""
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists", "choose another --out, or pass --overwrite")
-    bad = np.nonzero(~np.isfinite(fields).all(axis=(1, 2, 3)))[0]
-    if len(bad):
-        raise NonFiniteError(
-            f"{len(bad)} of {len(fields)} samples contain NaN or inf (first: {bad[:5].tolist()})",
-            "the model diverged: use another checkpoint, or more sampler steps",
-        )
+    require_space(path, field_bytes(n, len(pde.fields), resolution), f"writing {path.name}")
     remove_stale_temporaries(path)  # of killed runs
-    staged = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # the name remove_stale_temporaries knows
-    solver = f"pirf sample: {provenance.get('sampler', '?')} {provenance.get('steps', '?')} steps"
+    staged = temporary_path(path)  # the name remove_stale_temporaries knows
     try:
-        with DatasetWriter(staged, pde, len(fields), fields.shape[-1], seed=seed, solver=solver) as writer:
-            for start in range(0, len(fields), 256):
-                writer.write(fields[start : start + 256])
+        with DatasetWriter(staged, pde, n, resolution, seed=seed, solver="pirf sample") as writer:
+            for batch in batches:
+                bad = np.nonzero(~np.isfinite(batch).all(axis=(1, 2, 3)))[0] + writer.written
+                if len(bad):
+                    raise NonFiniteError(
+                        f"samples {bad[:5].tolist()}{' ...' if len(bad) > 5 else ''} of {n} contain "
+                        "NaN or inf",
+                        nonfinite_fix,
+                    )
+                writer.write(batch)
+        record = jsonable(provenance())
         with h5py.File(staged, "a") as f:
+            f.attrs["solver"] = f"pirf sample: {record.get('sampler', '?')} {record.get('steps', '?')} steps"
             f.attrs["residual"] = f.attrs["floor"]  # the samples' own statistics
             if floor:
                 f.attrs["floor"] = json.dumps(floor)
             else:
                 del f.attrs["floor"]
-            f.attrs["sampling"] = json.dumps(jsonable(provenance))
-        os.replace(staged, path)
+            f.attrs["sampling"] = json.dumps(record)
+        files.replace(staged, path)
     finally:
         staged.unlink(missing_ok=True)
     return path
 
 
+def sample_file_residual(path: Path) -> dict[str, dict[str, float]]:
+    """The samples' own residual statistics recorded in a sample file (`write_sample_file`)."""
+    with h5py.File(path, "r") as f:
+        return json.loads(f.attrs["residual"])
+
+
 def write_sample_files(
     out: Path,
-    drawn: Samples,
+    stream: SampleStream,
     pde: pdes.PDE,
     record: dict[str, Any],
-    provenance: dict[str, Any],
+    provenance: Callable[[], dict[str, Any]],
     *,
     overwrite: bool = False,
+    nonfinite_fix: str = "the model diverged: use another checkpoint, or more sampler steps",
 ) -> Path:
-    """``out/samples.h5`` (`write_sample_file`) and ``out/samples.png``; returns the .h5 path."""
+    """Draw ``stream`` into ``out/samples.h5`` (`write_sample_file`) and plot its first samples
+    to ``out/samples.png``; returns the .h5 path."""
     check_outputs(out, SAMPLE_FILES, overwrite)
     floor = record.get("data", {}).get("floor") or {}
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    path = write_sample_file(
-        out / "samples.h5",
-        drawn.fields,
-        pde,
-        floor,
-        provenance,
-        overwrite=overwrite,
-        seed=int(provenance.get("seed", -1)),
-    )
+    try:
+        path = write_sample_file(
+            out / "samples.h5",
+            stream,
+            stream.n,
+            int(record["resolution"]),
+            pde,
+            floor,
+            provenance,
+            overwrite=overwrite,
+            seed=stream.seed,
+            nonfinite_fix=nonfinite_fix,
+        )
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # a failed draw leaves no trace
+        raise
+    drawn = stream.samples()
     save_figure(plot_samples(pde, [(f"{drawn.steps} steps", drawn.fields)]), out / "samples.png")
     return path
 
 
 # -- figures -----------------------------------------------------------------------------------------
 def _finite(x: np.ndarray) -> np.ndarray:
-    return x[np.isfinite(x).all(axis=(1, 2, 3))]
+    keep = finite_rows(x)
+    return x if keep.all() else x[keep]
 
 
 def plot_samples(pde: pdes.PDE, blocks: Sequence[Block], n_show: int = N_SHOW) -> Figure:

@@ -25,7 +25,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,13 +37,16 @@ from rich.progress import track
 
 import pirf
 from pirf import pdes
-from pirf.data import DatasetInfo, generate_dataset, read_fields, read_info
+from pirf.data import DatasetInfo, find_nonfinite, generate_dataset, read_fields, read_info
+from pirf.disk import scratch_array
 from pirf.errors import ConfigError, DataFileError, NonFiniteError, PirfError, UnknownNameError
-from pirf.evaluation.metrics import fidelity_report, relative_to_floor, residual_summary
+from pirf.evaluation.metrics import fidelity_report, finite_rows, relative_to_floor, residual_summary
 from pirf.models.checkpoint import checkpoint_paths
 from pirf.models.denoiser import FlowDenoiser
 from pirf.models.factory import load_denoiser
+from pirf.models.record import check_model_record
 from pirf.normalization import Normalization
+from pirf.pdes.base import check_seed
 from pirf.rewards import ResidualReward
 from pirf.sampling import SAMPLERS, SampleOutput, flow_sigmas, karras_sigmas, per_sample_noise
 from pirf.sampling.guidance import Guidance, sample_heun_dps
@@ -52,7 +55,6 @@ from pirf.sampling.value import VALUE_MODES, RewardValue, check_value_settings, 
 REFERENCE_SEED_OFFSET = 10_000
 """Held-out reference seed = training-data seed + this (sample i of seed s is SeedSequence([s, i]))."""
 STOCHASTIC_OPTIONS: dict[str, dict[str, float]] = {"ddim": {"eta": 1.0}, "flow_sde": {"noise_level": 0.7}}
-RECORD_KEYS = ("pde", "pde_params", "resolution", "normalization", "model")
 
 Model = torch.nn.Module
 Chain = Callable[..., SampleOutput]
@@ -106,16 +108,12 @@ def resolve_model(spec: str | os.PathLike) -> Path:
 
 
 def load_model(spec: str | os.PathLike) -> tuple[Model, dict[str, Any], Path]:
-    """(model in eval mode with its EMA weights, checkpoint record, checkpoint path) of SPEC."""
+    """(model in eval mode with its EMA weights, checkpoint record, checkpoint path) of SPEC,
+    its record checked against the weights (`check_model_record`)."""
     path = resolve_model(spec)
     expect = {"pde": str(spec)} if str(spec) in pdes.names() else None
     model, record = load_denoiser(path, expect=expect)
-    missing = [key for key in RECORD_KEYS if key not in record]
-    if missing:
-        raise DataFileError(
-            f"the checkpoint {path} lacks {', '.join(missing)} in its record",
-            "use a model exported by `pirf pretrain` (or a later pirf stage)",
-        )
+    check_model_record(record, model.channels, model.resolution, path)
     return model, record, path
 
 
@@ -127,19 +125,25 @@ def record_pde(record: dict[str, Any]) -> pdes.PDE:
 # -- sampling ----------------------------------------------------------------------------------------
 @dataclass
 class Samples:
-    """Physical samples of a model and what they cost."""
+    """Physical samples of a model and what they cost. ``fields`` holds all ``n`` of them
+    (`generate_samples`), or the first few of a draw streamed to a file (`sample`)."""
 
-    fields: np.ndarray  # [n, C, R, R] float32, physical units (may hold NaN/inf if the model diverged)
+    fields: np.ndarray  # [n or fewer, C, R, R] float32, physical units (NaN/inf if the model diverged)
     steps: int
     sampler: str
     nfe_per_sample: int  # network calls per chain (Heun: 2 steps - 1)
     network_calls: int  # batched network calls in total (nfe_per_sample x batches)
     seconds: float
     device: str
+    n: int = -1  # samples drawn; -1: len(fields)
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            self.n = len(self.fields)
 
     @property
     def samples_per_s(self) -> float:
-        return len(self.fields) / max(self.seconds, 1e-12)
+        return self.n / max(self.seconds, 1e-12)
 
     def finite(self) -> np.ndarray:
         """Boolean ``[n]``: samples without NaN or inf."""
@@ -181,14 +185,18 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return resolved
 
 
-def _check_sampling(n: int, steps: int, batch_size: int, sampler: str) -> None:
+def _check_sampling(n: int, steps: int, batch_size: int, sampler: str, seed: int = 0) -> None:
     if sampler not in SAMPLERS:
         close = difflib.get_close_matches(sampler, list(SAMPLERS), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise UnknownNameError(f"unknown sampler {sampler!r}", f"{hint}use one of: {', '.join(SAMPLERS)}")
     for name, value in (("n", n), ("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}", f"pass --{name} 1 or more")
+            option = name.replace("_", "-")
+            raise ConfigError(
+                f"{name} must be a positive integer, got {value!r}", f"pass --{option} 1 or more"
+            )
+    check_seed(seed, "--seed")
 
 
 def generate_samples(
@@ -218,32 +226,92 @@ def generate_samples(
     called with ``generator=`` the batch's per-sample generators, so its samples stay seeded
     per sample too.
     """
-    _check_sampling(n, steps, batch_size, sampler)
-    device = resolve_device(device)
-    model = model.to(device).eval()
-    norm = Normalization.from_dict(record["normalization"])
-    shape = (model.channels, model.resolution, model.resolution)
-    sigmas = sigma_grid(model, steps, sampler).to(torch.float32)
-    options = STOCHASTIC_OPTIONS.get(sampler, {})
-    seeded_chain = chain is not None and _takes_generator(chain)
-    starts = range(0, n, batch_size)
-    out, nfe, calls = [], 0, 0
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for start in track(starts, f"{sampler} {steps} steps", disable=not progress, transient=True):
-            stop = min(start + batch_size, n)
-            gens = [torch.Generator().manual_seed(sample_seed(seed, i)) for i in range(start, stop)]
-            noise = per_sample_noise((stop - start, *shape), gens, device=device)
-            if chain is None:
-                result = SAMPLERS[sampler](model, noise, sigmas, generator=gens, **options)
-            elif seeded_chain:
-                result = chain(model, noise, sigmas, generator=gens)
-            else:
-                result = chain(model, noise, sigmas)
-            out.append(norm.denormalize(result.x0.float()).cpu().numpy())
-            nfe, calls = result.nfe, calls + result.nfe
-    seconds = time.perf_counter() - t0
-    return Samples(np.concatenate(out), steps, sampler, nfe, calls, seconds, str(device))
+    stream = SampleStream(
+        model,
+        record,
+        n,
+        steps,
+        seed,
+        sampler,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        chain=chain,
+    )
+    return stream.collect()
+
+
+class SampleStream:
+    """The draw of `generate_samples`, one batch at a time: iterating yields each batch of
+    physical fields ``[b, C, R, R]`` as it is drawn, so a caller that writes them away keeps
+    memory bounded by one batch whatever ``n`` is. ``keep`` first samples are kept; after the
+    iteration `samples` returns them with the cost of the whole draw."""
+
+    def __init__(
+        self,
+        model: Model,
+        record: dict[str, Any],
+        n: int,
+        steps: int,
+        seed: int = 0,
+        sampler: str = "heun",
+        *,
+        batch_size: int = 64,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+        chain: Chain | None = None,
+        keep: int | None = None,
+    ) -> None:
+        _check_sampling(n, steps, batch_size, sampler, seed)
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.record, self.n, self.steps, self.seed, self.sampler = record, n, steps, seed, sampler
+        self.batch_size, self.progress, self.chain = batch_size, progress, chain
+        self.keep = n if keep is None else keep
+        self.kept: list[np.ndarray] = []
+        self.nfe = self.calls = 0
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        norm = Normalization.from_dict(self.record["normalization"])
+        model, sampler = self.model, self.sampler
+        shape = (model.channels, model.resolution, model.resolution)
+        sigmas = sigma_grid(model, self.steps, sampler).to(torch.float32)
+        options = STOCHASTIC_OPTIONS.get(sampler, {})
+        seeded_chain = self.chain is not None and _takes_generator(self.chain)
+        starts = range(0, self.n, self.batch_size)
+        label = f"{sampler} {self.steps} steps"
+        for start in track(starts, label, disable=not self.progress, transient=True):
+            t0 = time.perf_counter()
+            stop = min(start + self.batch_size, self.n)
+            gens = [torch.Generator().manual_seed(sample_seed(self.seed, i)) for i in range(start, stop)]
+            noise = per_sample_noise((stop - start, *shape), gens, device=self.device)
+            with torch.no_grad():
+                if self.chain is None:
+                    result = SAMPLERS[sampler](model, noise, sigmas, generator=gens, **options)
+                elif seeded_chain:
+                    result = self.chain(model, noise, sigmas, generator=gens)
+                else:
+                    result = self.chain(model, noise, sigmas)
+            batch = norm.denormalize(result.x0.float()).cpu().numpy()
+            self.nfe, self.calls = result.nfe, self.calls + result.nfe
+            self.seconds += time.perf_counter() - t0
+            kept = sum(len(b) for b in self.kept)
+            if kept < self.keep:
+                self.kept.append(batch[: self.keep - kept])
+            yield batch
+
+    def samples(self) -> Samples:
+        """The kept samples and the cost of the draw (call after iterating)."""
+        fields = np.concatenate(self.kept) if self.kept else np.zeros((0, self.model.channels, 1, 1))
+        device = str(self.device)
+        return Samples(fields, self.steps, self.sampler, self.nfe, self.calls, self.seconds, device, n=self.n)
+
+    def collect(self) -> Samples:
+        """Draw every batch, keeping all samples in memory."""
+        for _ in self:
+            pass
+        return self.samples()
 
 
 def _takes_generator(chain: Chain) -> bool:
@@ -450,6 +518,12 @@ def _check_file(path: Path, pde: pdes.PDE, resolution: int, role: str, option: s
             f"pass a {option} file of the model's PDE, parameters and resolution"
             + (", or leave --reference out to solve one" if option == "--reference" else ""),
         )
+    bad = find_nonfinite(path)
+    if bad:
+        raise NonFiniteError(
+            f"the {role} file {path} has {len(bad)} sample(s) with NaN or inf (first: {bad[:5]})",
+            f"pass a {option} file of finite samples (`pirf data check` finds the bad ones)",
+        )
     return info
 
 
@@ -492,9 +566,9 @@ def score_samples(
     ``fidelity`` = `fidelity_report` (with memorization when ``train`` is given). Non-finite
     samples are counted in ``nonfinite`` and left out of every statistic.
     """
-    finite = np.isfinite(samples).all(axis=(1, 2, 3))
+    finite = finite_rows(samples)
     out: dict[str, Any] = {"n": len(samples), "nonfinite": int((~finite).sum())}
-    kept = samples[finite]
+    kept = samples if finite.all() else samples[finite]  # no copy of an all-finite (memory-mapped) set
     if len(kept) == 0:
         return out | {"residual": {}, "ratio_to_floor": {}, "mean_ratio_to_floor": {}, "fidelity": None}
     residual = residual_summary(pde, kept)  # scored after PDE.project (ResidualAccumulator)
@@ -600,7 +674,7 @@ def run_evaluation(
     if not steps:
         raise ConfigError("no step count given", "pass --steps S (repeatable: --steps 20 --steps 80)")
     for s in steps:
-        _check_sampling(n, s, batch_size, sampler)
+        _check_sampling(n, s, batch_size, sampler, seed)
     if n < 2:
         raise ConfigError(f"evaluation needs at least 2 samples, got n={n}", "pass --n 2 or more")
     resolve_device(device)
@@ -633,15 +707,38 @@ def run_evaluation(
     }
     samples: dict[int, np.ndarray] = {}
     for s in steps:
-        drawn = generate_samples(
-            model, record, n, s, seed, sampler, batch_size=batch_size, device=device, progress=progress
+        stream = SampleStream(
+            model,
+            record,
+            n,
+            s,
+            seed,
+            sampler,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            keep=0,
         )
-        samples[s] = drawn.fields
+        drawn, samples[s] = _draw_to_scratch(stream)
         run = {"steps": s, "cost": drawn.cost()}
-        run |= score_samples(pde, drawn.fields, ref, floor, train=train_fields)
+        run |= score_samples(pde, samples[s], ref, floor, train=train_fields)
         report["runs"].append(run)
     report["seconds"] = time.perf_counter() - t0
     return Evaluation(jsonable(report), samples, ref, pde)
+
+
+def _draw_to_scratch(stream: SampleStream) -> tuple[Samples, np.ndarray]:
+    """Draw ``stream`` into a disk-backed array (`pirf.disk.scratch_array`): an evaluation of
+    any number of samples holds one batch in memory, the rest is paged by the kernel."""
+    model = stream.model
+    fields = scratch_array(
+        (stream.n, model.channels, model.resolution, model.resolution), f"{stream.n} evaluation samples"
+    )
+    position = 0
+    for batch in stream:
+        fields[position : position + len(batch)] = batch
+        position += len(batch)
+    return stream.samples(), fields
 
 
 def evaluate(
@@ -715,21 +812,23 @@ def sample(
     physical units whose ``floor`` is the model's data floor, so ``pirf data check`` compares the
     samples with the data) and ``out/samples.png``. Returns (file, samples, checkpoint record).
 
+    The samples are written batch by batch as they are drawn (`SampleStream`), so memory stays
+    bounded by one batch for any ``n``; the returned `Samples` holds the first few and the cost.
     ``sampler`` defaults to heun; ``guidance`` (`GuidanceSettings`) guides the chain by the
     model's PDE residual reward (DPS on Heun, or value-guided DDIM) and is recorded in the
     file's provenance under ``guidance``."""
-    from pirf.evaluation.report import SAMPLE_FILES, check_outputs, write_sample_files
+    from pirf.evaluation.report import N_SHOW, SAMPLE_FILES, check_outputs, write_sample_files
 
     out = Path(out)
     guidance = guidance or GuidanceSettings()
     guidance.check()
     sampler = guided_sampler(guidance, sampler)
     check_outputs(out, SAMPLE_FILES, overwrite)
-    _check_sampling(n, steps, batch_size, sampler)
+    _check_sampling(n, steps, batch_size, sampler, seed)
     resolve_device(device)
     model, record, path = load_model(spec)
     chain = guidance_chain(guidance, record)
-    drawn = generate_samples(
+    stream = SampleStream(
         model,
         record,
         n,
@@ -740,24 +839,30 @@ def sample(
         device=device,
         progress=progress,
         chain=chain,
+        keep=N_SHOW,
     )
-    if guidance.kind != "none" and not drawn.finite().all():
-        raise NonFiniteError(
-            f"{int((~drawn.finite()).sum())} of {n} guided samples contain NaN or inf",
-            "guide more gently: a larger --alpha (value) or a smaller --zeta (dps), or more --steps",
-        )
-    provenance = {
-        "model": str(path),
-        "sha256": record.get("sha256"),
-        "sampler": sampler,
-        "steps": steps,
-        "seed": seed,
-        "n": n,
-        "guidance": guidance.describe(),
-        **drawn.cost(),
-    }
-    file = write_sample_files(out, drawn, record_pde(record), record, provenance, overwrite=overwrite)
-    return file, drawn, record
+
+    def provenance() -> dict[str, Any]:
+        return {
+            "model": str(path),
+            "sha256": record.get("sha256"),
+            "sampler": sampler,
+            "steps": steps,
+            "seed": seed,
+            "n": n,
+            "guidance": guidance.describe(),
+            **stream.samples().cost(),
+        }
+
+    fix = (
+        "guide more gently: a larger --alpha (value) or a smaller --zeta (dps), or more --steps"
+        if guidance.kind != "none"
+        else "the model diverged: use another checkpoint, or more sampler steps"
+    )
+    file = write_sample_files(
+        out, stream, record_pde(record), record, provenance, overwrite=overwrite, nonfinite_fix=fix
+    )
+    return file, stream.samples(), record
 
 
 __all__ = [

@@ -153,7 +153,8 @@ class FinetuneConfig:
     warmup_iterations: int = 10
     betas: tuple[float, ...] = (0.9, 0.999)
     grad_clip: float = 1.0
-    max_bad_steps: int = 10
+    max_bad_steps: int = 10  # more skipped steps in a row than this stop the run
+    divergence_factor: float = 100.0  # an iteration whose median residual exceeds this x the base's is bad
     gradient_checkpointing: bool = False
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -234,7 +235,35 @@ def resolve_finetune_config(
     if base is not None:
         data["base"] = str(base)
     data.setdefault("out", f"runs/finetune/{benchmark or Path(str(data.get('base', 'model'))).stem}-{method}")
-    return load_config(FinetuneConfig, None, overrides, base=data)
+    cfg = load_config(FinetuneConfig, None, overrides, base=data)
+    _check_base_pde(cfg.base, base, benchmark, config)
+    return cfg
+
+
+def _check_base_pde(
+    model: str, base: str | None, benchmark: str | None, config: str | os.PathLike | None
+) -> None:
+    """Refuse a base model of another PDE than the benchmark whose shipped settings were chosen:
+    BASE named one benchmark and ``base=`` another PDE's model, or ``--config`` a shipped config
+    of another benchmark."""
+    from pirf import pdes
+
+    tuned = []
+    if benchmark is not None and model != base:
+        tuned.append((benchmark, f"BASE {base!r} (its shipped settings)"))
+    shipped = None if config is None or Path(config).is_file() else str(config).removesuffix("-gpu")
+    if shipped in pdes.names():
+        tuned.append((shipped, f"--config {config}"))
+    if not tuned:
+        return
+    model_pde = _benchmark_of(model)  # None: a record without its PDE, refused when the model loads
+    for pde, source in tuned:
+        if model_pde is not None and model_pde != pde:
+            raise ConfigError(
+                f"the base model {model} is a {model_pde} model, but {source} is tuned for {pde}",
+                f"give the model as BASE alone (`pirf finetune {model}`) to get the {model_pde} settings, "
+                f"or pass a config of your own",
+            )
 
 
 METHOD_SECTION = "methods"

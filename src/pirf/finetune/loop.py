@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,21 +40,24 @@ from torch import Tensor, nn
 
 from pirf.config import to_dict
 from pirf.data import read_fields
-from pirf.errors import ConfigError, NonFiniteError, OutputExistsError
+from pirf.disk import checkpoint_bytes, require_space, tensor_bytes
+from pirf.errors import ConfigError, DataFileError, NonFiniteError, OutputExistsError
 from pirf.evaluation.runner import load_model, record_pde, reference_for, score_samples
+from pirf.files import append_jsonl, crash_point, read_jsonl, truncate_jsonl, write_json, write_text
 from pirf.finetune.config import FinetuneConfig, check_method_name
 from pirf.finetune.methods import Rollout, checkpointed
 from pirf.finetune.registry import make_method, refuse_black_box
 from pirf.finetune.regularization import interpolate, online_penalty
-from pirf.models.checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
+from pirf.models.checkpoint import checkpoint_paths, load_checkpoint, recover_checkpoint, save_checkpoint
 from pirf.models.factory import describe
 from pirf.models.resolution_map import select_parameters
 from pirf.normalization import Normalization
-from pirf.pdes.base import PDE
+from pirf.pdes.base import PDE, check_seed
 from pirf.rewards import Reward, make_reward
 from pirf.sampling import karras_sigmas, per_sample_noise, sample_heun
 from pirf.training.ema import EMA, ema_beta
 from pirf.training.engine import make_accelerator
+from pirf.training.faults import BadSteps, agreed, diverged, finite_gradients, nonfinite_reason
 from pirf.training.progress import progress_bar
 from pirf.training.state import load_optimizer, optimizer_tensors, prefixed, unprefixed
 
@@ -189,37 +190,26 @@ def _learning_rate(cfg: FinetuneConfig, iteration: int) -> float:
 
 
 def _prepare_run_dir(cfg: FinetuneConfig, resume: bool) -> Path:
+    """The run folder, ready to start or resume (main process only). A new run gets
+    ``config.json`` and empty logs. With ``resume``, checkpoint saves killed midway are finished
+    first (`recover_checkpoint`); a run killed before its first checkpoint starts over."""
     run_dir = Path(cfg.out)
-    if resume:
+    recover_checkpoint(run_dir / "checkpoints" / "best")
+    has_checkpoint = recover_checkpoint(run_dir / "checkpoints" / "latest")
+    if resume and has_checkpoint:
         return run_dir
-    if checkpoint_paths(run_dir / "checkpoints" / "latest")[1].exists():
+    if has_checkpoint:
         raise OutputExistsError(
             f"{run_dir} already holds a fine-tuning run",
             "pass --resume to continue it, or choose another out",
         )
+    if resume and not (run_dir / "config.json").exists():
+        raise DataFileError(f"{run_dir} holds no fine-tuning run to resume", "start it without --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=1))
+    write_json(run_dir / "config.json", to_dict(cfg))
     for name in ("metrics.jsonl", "evals.jsonl"):
-        (run_dir / name).write_text("")
+        write_text(run_dir / name, "")
     return run_dir
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _truncate_jsonl(path: Path, key: str, last: int) -> None:
-    """Drop lines written after the checkpoint a resumed run restarts from."""
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)[key] <= last]
-        _atomic_text(path, "".join(ln + "\n" for ln in lines))
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def _all_reduce_gradients(accelerator: Accelerator, params: list[nn.Parameter]) -> None:
@@ -242,6 +232,15 @@ def _gathered(accelerator: Accelerator, logs: dict[str, Tensor]) -> dict[str, fl
         out["reward"] = -out.pop("residual_mse")
         out["residual_mse"] = float(values["residual_mse"].median())
     return out
+
+
+def _diverged(accelerator: Accelerator, logs: dict[str, Tensor], state: _State, cfg: FinetuneConfig) -> bool:
+    """Whether this iteration's median residual (over every process's rollouts) has run away from
+    the base model's held-out one (`pirf.training.faults.diverged`)."""
+    if cfg.divergence_factor <= 0 or "residual_mse" not in logs:
+        return False
+    median = _gathered(accelerator, {"residual_mse": logs["residual_mse"].detach()})["residual_mse"]
+    return diverged(median, (state.base_score or {}).get("residual"), cfg.divergence_factor)
 
 
 def weights_checksum(params: list[nn.Parameter]) -> Tensor:
@@ -328,16 +327,13 @@ def optimizer_step(
     everywhere if any process has a non-finite loss or gradient, clip the norm to ``grad_clip``
     (0: no clip), step. Returns (stepped, gradient norm before clipping)."""
     optimizer.zero_grad(set_to_none=True)
-    ok = bool(torch.isfinite(loss))
+    ok = agreed(bool(torch.isfinite(loss)), accelerator)
     if ok:
         loss.backward()
-    world = 1 if accelerator is None else accelerator.num_processes
-    if accelerator is not None:
-        _all_reduce_gradients(accelerator, params)
-    ok = ok and all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
-    if accelerator is not None:
-        ok = bool(accelerator.reduce(torch.tensor([float(ok)]), reduction="sum").item() == world)
-    if not ok:
+        if accelerator is not None:
+            _all_reduce_gradients(accelerator, params)
+    if not (ok and agreed(finite_gradients(params), accelerator)):
+        optimizer.zero_grad(set_to_none=True)
         return False, math.nan
     grad_norm = _grad_norm(params)
     if grad_clip > 0:
@@ -356,29 +352,28 @@ class _State:
 
     def __init__(self) -> None:
         self.iteration = 0
-        self.bad_steps = 0
-        self.consecutive_bad = 0
+        self.bad = BadSteps()
         self.seconds = 0.0
         self.base_score: dict[str, Any] | None = None
         self.best: dict[str, Any] | None = None  # {"iteration", "residual", "fidelity"}
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-    def count(self, ok: bool) -> None:
-        """Record one optimizer step: good (resets the run of bad ones) or skipped."""
-        self.consecutive_bad = 0 if ok else self.consecutive_bad + 1
-        self.bad_steps += 0 if ok else 1
+        own = {k: v for k, v in vars(self).items() if k != "bad"}
+        return own | {"bad_steps": self.bad.total, "consecutive_bad": self.bad.consecutive}
 
     def load(self, record: dict[str, Any]) -> None:
         for key in vars(self):
-            setattr(self, key, record[key])
+            if key != "bad":
+                setattr(self, key, record[key])
+        self.bad = BadSteps(record["bad_steps"], record["consecutive_bad"])
 
 
 def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> FinetuneResult:
     """Fine-tune ``cfg.base`` with ``cfg.method``; with ``resume`` continue the run in ``cfg.out``."""
     if cfg.iterations < 1 or cfg.batch_size < 1:
-        raise ConfigError("finetune: iterations and batch_size must be positive")
+        raise ConfigError("finetune: iterations and batch_size must be positive", "pass e.g. iterations=100")
+    check_seed(cfg.seed)
+    check_seed(cfg.eval.seed, "eval.seed")
     accelerator = make_accelerator()
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % world:
@@ -402,21 +397,24 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
     ema = EMA(ctx.model)
     beta = ema_beta(cfg.batch_size, cfg.regularization.ema_halflife_samples)
+    if accelerator.is_main_process:  # two checkpoints during a save, then the best and the chosen model
+        need = 2 * checkpoint_bytes(ctx.model, params) + 4 * tensor_bytes(ctx.model.state_dict().values())
+        require_space(cfg.out, need, f"finetune ({cfg.method})")
     run_dir = _prepare_run_dir(cfg, resume) if accelerator.is_main_process else Path(cfg.out)
     accelerator.wait_for_everyone()
     latest, best_path = run_dir / "checkpoints" / "latest", run_dir / "checkpoints" / "best"
     state = _State()
-    if resume:
+    if resume and checkpoint_paths(latest)[1].exists():  # without one, the run started over
         _restore(latest, ctx.model, ema, optimizer, state)
-        if accelerator.is_main_process:
-            _truncate_jsonl(run_dir / "metrics.jsonl", "iteration", state.iteration)
-            _truncate_jsonl(run_dir / "evals.jsonl", "iteration", state.iteration)
+        if accelerator.is_main_process:  # drop what the run logged after its checkpoint: it is redone
+            truncate_jsonl(run_dir / "metrics.jsonl", "iteration", state.iteration)
+            truncate_jsonl(run_dir / "evals.jsonl", "iteration", state.iteration)
     ctx.model.to(accelerator.device)
     ema.model.to(accelerator.device)
     if state.base_score is None:
         state.base_score = score(ctx, ctx.model, cfg)
         if accelerator.is_main_process:
-            _append(run_dir / "evals.jsonl", {"iteration": 0, "weights": "base", **state.base_score})
+            append_jsonl(run_dir / "evals.jsonl", {"iteration": 0, "weights": "base", **state.base_score})
     denoiser = checkpointed(ctx.model) if cfg.gradient_checkpointing else ctx.model
     fixed = fixed_channels(reward, ctx.pde)
     reference = None
@@ -444,6 +442,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
         progress and accelerator.is_main_process, cfg.method, cfg.iterations, state.iteration
     ) as bar:
         for iteration in range(state.iteration, cfg.iterations):
+            crash_point("finetune.iteration")
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(cfg, iteration)
             rollout = seeded_rollout(
@@ -463,20 +462,23 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
                 fixed=fixed,
                 model=ctx.model,
             )
-            stepped = False
-            for update in method.updates(rollout):
-                loss, logs = update
+            stepped, grad_norm = False, math.nan
+            for k, (loss, logs) in enumerate(method.updates(rollout)):
+                if k == 0 and _diverged(accelerator, logs, state, cfg):
+                    state.bad.record(False)
+                    reason = f"median residual above {cfg.divergence_factor:g}x the base model's"
+                    state.bad.stop_if_persistent(
+                        cfg.max_bad_steps, cfg.method, f"iteration {iteration}", latest, reason
+                    )
+                    break
                 if cfg.regularization.online_lambda > 0:
                     loss = loss + cfg.regularization.online_lambda * online_penalty(ctx.trained, ctx.base)
                 ok, grad_norm = optimizer_step(optimizer, params, loss, cfg.grad_clip, accelerator)
-                state.count(ok)
+                state.bad.record(ok)
                 stepped = stepped or ok
-                if state.consecutive_bad > cfg.max_bad_steps:
-                    raise NonFiniteError(
-                        f"{cfg.method}: {state.consecutive_bad} consecutive non-finite steps at "
-                        f"iteration {iteration}; the last good checkpoint is {latest}",
-                        "lower lr, use loss=log-mse, or restrict layers/reward channels",
-                    )
+                state.bad.stop_if_persistent(
+                    cfg.max_bad_steps, cfg.method, f"iteration {iteration}", latest, nonfinite_reason(loss)
+                )
             if stepped:
                 ema.update(ctx.model, beta)
             state.iteration = done = iteration + 1
@@ -489,10 +491,10 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
                     "iteration": done,
                     "lr": _learning_rate(cfg, iteration),
                     **last_logs,
-                    "bad_steps": state.bad_steps,
+                    "bad_steps": state.bad.total,
                     "seconds": state.seconds + time.perf_counter() - t0,
                 }
-                _append(run_dir / "metrics.jsonl", line)
+                append_jsonl(run_dir / "metrics.jsonl", line)
             if done % cfg.eval.every == 0 or done == cfg.iterations:
                 _evaluate(ctx, ema.model, cfg, state, done, run_dir, best_path, accelerator)
             bar.update(
@@ -501,7 +503,8 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
                 residual=last_logs["residual_mse"],
                 **({"best": state.best["residual"]} if state.best else {}),
             )
-            if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+            good = state.bad.consecutive == 0  # no checkpoint of weights a bad step left
+            if good and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
                 _check_in_sync(accelerator, params, done)
                 if accelerator.is_main_process:
                     save(latest, done)
@@ -509,7 +512,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     selected = _select(ctx, cfg, state, best_path, ema, run_dir, accelerator)
     accelerator.wait_for_everyone()
     checksum = weights_checksum(params).tolist()
-    return FinetuneResult(run_dir, cfg.iterations, state.seconds, state.bad_steps, selected, checksum)
+    return FinetuneResult(run_dir, cfg.iterations, state.seconds, state.bad.total, selected, checksum)
 
 
 def _record(cfg: FinetuneConfig, ctx: Context, iteration: int) -> dict[str, Any]:
@@ -556,7 +559,7 @@ def _evaluate(
     if improved:
         state.best = {"iteration": iteration, "residual": result["residual"], "fidelity": result["fidelity"]}
     if accelerator.is_main_process:
-        _append(
+        append_jsonl(
             run_dir / "evals.jsonl", {"iteration": iteration, "weights": "ema", **result, "best": improved}
         )
         if improved:
@@ -576,7 +579,7 @@ def _select(
     and write the admissible one with the lowest held-out residual as ``model.safetensors``. The
     base itself is a candidate: if nothing beats it within the fidelity guard, the base weights are
     written and the record says so."""
-    evals = [json.loads(ln) for ln in (run_dir / "evals.jsonl").read_text().splitlines() if ln]
+    evals = read_jsonl(run_dir / "evals.jsonl")
     final_eval = next(
         e for e in reversed(evals) if e["weights"] == "ema" and e["iteration"] == state.iteration
     )
@@ -612,11 +615,11 @@ def _select(
         tensors = {**prefixed("ema", weights), **prefixed("model", ctx.model.state_dict())}
         record = _record(cfg, ctx, state.iteration) | {
             "selection": selected,
-            "bad_steps": state.bad_steps,
+            "bad_steps": state.bad.total,
             "train_seconds": state.seconds,
         }
         save_checkpoint(run_dir / "model", tensors, record)
-        _atomic_text(run_dir / "selection.json", json.dumps(selected, indent=1))
+        write_json(run_dir / "selection.json", selected)
     return selected
 
 

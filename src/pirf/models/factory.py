@@ -34,7 +34,9 @@ def from_description(record: dict[str, Any]) -> Denoiser | FlowDenoiser:
     try:
         unet = UNetConfig.from_dict(record["unet"])
         return build_denoiser(record["kind"], unet, float(record["sigma_data"]))
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, ValueError) as err:  # ConfigError (a ValueError) names its own fix
+        if isinstance(err, ConfigError):
+            raise
         raise ConfigError(f"malformed model record ({err})", "use a checkpoint written by pirf") from None
 
 

@@ -54,9 +54,23 @@ def unit_square_grid(resolution: int) -> Grid:
     return Grid(resolution, ("y", "x"), (h, h), "dirichlet", (x, x))
 
 
+def check_seed(seed: int, name: str = "seed") -> None:
+    """Refuse a seed that `numpy.random.SeedSequence` cannot take (it needs an integer >= 0)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"{name} must be a non-negative integer, got {seed!r}", f"pass e.g. {name}=0")
+
+
 def sample_rngs(seed: int, start: int, n: int) -> list[np.random.Generator]:
     """One independent generator per sample index: ``SeedSequence([seed, i])``, i in [start, start+n)."""
     return [np.random.default_rng(np.random.SeedSequence([seed, i])) for i in range(start, start + n)]
+
+
+def _all_finite(x: Tensor | np.ndarray, batch: int = 256) -> bool:
+    """Whether ``x`` holds no NaN or inf, checked ``batch`` samples at a time (an array on disk,
+    e.g. a memory map, is never held in memory whole)."""
+    if isinstance(x, Tensor):
+        return bool(torch.isfinite(x).all())
+    return all(bool(np.isfinite(x[i : i + batch]).all()) for i in range(0, len(x), batch))
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,8 @@ class PDE(ABC):
         resolution = self.default_resolution if resolution is None else resolution
         self.check_resolution(resolution)
         if n < 0 or start < 0:
-            raise ConfigError(f"n={n} and start={start} must be non-negative")
+            raise ConfigError(f"n={n} and start={start} must be non-negative", "pass n >= 0 and start >= 0")
+        check_seed(seed)
         if n == 0:
             return np.zeros((0, len(self.fields), resolution, resolution), np.float32)
         x = self._solve(sample_rngs(seed, start, n), resolution, start)
@@ -189,8 +204,7 @@ class PDE(ABC):
                 f"least {self.min_resolution}x{self.min_resolution}",
                 "resample the fields onto a square grid of a supported resolution",
             )
-        finite = torch.isfinite(x).all() if isinstance(x, Tensor) else np.isfinite(x).all()
-        if not bool(finite):
+        if not _all_finite(x):
             raise NonFiniteError(
                 f"{self.name}: {what} contain NaN or inf",
                 "drop or repair the non-finite samples before scoring them",

@@ -158,13 +158,15 @@ class Kolmogorov(PDE):
         positive = {"re": self.re, "dt_frame": self.dt_frame, "courant": self.courant}
         for key, value in positive.items():
             if not value > 0:
-                raise ConfigError(f"kolmogorov: {key} = {value} must be positive")
+                raise ConfigError(f"kolmogorov: {key} = {value} must be positive", f"give {key} > 0")
         if self.drag < 0 or self.spinup < 0:
-            raise ConfigError("kolmogorov: drag and spinup must be non-negative")
+            raise ConfigError("kolmogorov: drag and spinup must be non-negative", "give drag, spinup >= 0")
         for key in ("refine", "stride", "forcing_wavenumber"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"kolmogorov: {key} = {value!r} must be a positive integer")
+                raise ConfigError(
+                    f"kolmogorov: {key} = {value!r} must be a positive integer", f"give e.g. {key}=1"
+                )
 
     @property
     def laminar_speed(self) -> float:

@@ -13,7 +13,6 @@ Run folder: ``config.json`` (the resolved config), ``metrics.jsonl`` (one line p
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -24,18 +23,23 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from accelerate import Accelerator
 
 from pirf import pdes
 from pirf.config import to_dict
 from pirf.data import FieldDataset, generate_dataset
-from pirf.errors import ConfigError, NonFiniteError, OutputExistsError
+from pirf.disk import checkpoint_bytes, require_space, tensor_bytes
+from pirf.errors import ConfigError, DataFileError, OutputExistsError
+from pirf.files import append_jsonl, crash_point, truncate_jsonl, write_json, write_text
 from pirf.models.backbone import UNetConfig
-from pirf.models.checkpoint import checkpoint_paths, load_checkpoint, load_into, save_checkpoint
+from pirf.models.checkpoint import load_checkpoint, load_into, recover_checkpoint, save_checkpoint
 from pirf.models.denoiser import edm_loss, flow_matching_loss
-from pirf.models.factory import build_denoiser, describe, load_denoiser
+from pirf.models.factory import build_denoiser, describe
+from pirf.pdes.base import check_seed
 from pirf.rewards import ResidualReward
 from pirf.training.ema import EMA, ema_beta
 from pirf.training.engine import make_accelerator
+from pirf.training.faults import BadSteps, agreed, finite_gradients, nonfinite_reason
 from pirf.training.pidm import pidm_loss
 from pirf.training.progress import progress_bar
 from pirf.training.state import load_optimizer, optimizer_tensors, prefixed, unprefixed
@@ -93,6 +97,7 @@ class PretrainConfig:
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 250
+    max_bad_steps: int = 10  # non-finite losses or gradients in a row before the run stops
 
 
 @dataclass
@@ -171,9 +176,9 @@ def _initial_model(cfg: PretrainConfig, dataset: FieldDataset) -> torch.nn.Modul
         unet = _unet_config(cfg.model, len(dataset.pde.fields), info.resolution, dataset.pde.boundary)
         torch.manual_seed(cfg.seed)
         return build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data)
-    from pirf.evaluation.runner import resolve_model  # a benchmark name, a run folder or a file
+    from pirf.evaluation.runner import load_model  # a benchmark name, a run folder or a file
 
-    model, record = load_denoiser(resolve_model(cfg.init))
+    model, record, _ = load_model(cfg.init)  # its record checked against its weights
     mine = (info.pde.name, info.resolution, info.normalization.to_dict())
     theirs = (record.get("pde"), record.get("resolution"), record.get("normalization"))
     if mine != theirs:
@@ -224,31 +229,24 @@ def _record(cfg: PretrainConfig, dataset: FieldDataset, model, step: int, second
     }
 
 
-def _prepare_run_dir(cfg: PretrainConfig, resume: bool) -> Path:
+def _prepare_run_dir(cfg: PretrainConfig, resume: bool) -> tuple[Path, bool]:
+    """(run folder, whether to load its checkpoint). A new run gets ``config.json`` and an empty
+    log. With ``resume``, a save killed midway is finished first (`recover_checkpoint`); a run
+    killed before its first checkpoint starts over."""
     run_dir = Path(cfg.out)
-    latest = checkpoint_paths(run_dir / "checkpoints" / "latest")[1]
-    if resume:
-        return run_dir
-    if latest.exists():
+    has_checkpoint = recover_checkpoint(run_dir / "checkpoints" / "latest")
+    if resume and has_checkpoint:
+        return run_dir, True
+    if has_checkpoint:
         raise OutputExistsError(
             f"{run_dir} already holds a run", "pass --resume to continue it, or choose another --out"
         )
+    if resume and not (run_dir / "config.json").exists():
+        raise DataFileError(f"{run_dir} holds no run to resume", "start the run without --resume")
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / "config.json.tmp"
-    tmp.write_text(json.dumps(to_dict(cfg), indent=1))
-    os.replace(tmp, run_dir / "config.json")
-    (run_dir / "metrics.jsonl").write_text("")
-    return run_dir
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after the checkpoint a run resumes from (they will be redone)."""
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in lines))
-    os.replace(tmp, path)
+    write_json(run_dir / "config.json", to_dict(cfg))
+    write_text(run_dir / "metrics.jsonl", "")
+    return run_dir, False
 
 
 def ensure_data(cfg: DataConfig, *, progress: bool = True) -> Path:
@@ -271,7 +269,8 @@ def ensure_data(cfg: DataConfig, *, progress: bool = True) -> Path:
 def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True) -> PretrainResult:
     """Train a base model on ``cfg.data``; with ``resume`` continue the run in ``cfg.out``."""
     if cfg.steps < 1 or cfg.batch_size < 1:
-        raise ConfigError("pretrain: steps and batch_size must be positive")
+        raise ConfigError("pretrain: steps and batch_size must be positive", "pass e.g. -p steps=100")
+    check_seed(cfg.seed)
     accelerator = make_accelerator()
     with accelerator.main_process_first():
         data_path = ensure_data(cfg.data, progress=progress and accelerator.is_main_process)
@@ -281,17 +280,23 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     physics, norm = _physics(cfg, model, dataset), dataset.info.normalization
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     ema = EMA(model)
-    run_dir = _prepare_run_dir(cfg, resume)
-    start, seconds, pending = 0, 0.0, []
+    if accelerator.is_main_process:  # two checkpoints during a save, then the exported model and EMA
+        need = 2 * checkpoint_bytes(model) + tensor_bytes(ema.state_dict().values()) * 2
+        require_space(cfg.out, need, "pretrain")
+    with accelerator.main_process_first():  # the others find the folder ready
+        run_dir, resuming = _prepare_run_dir(cfg, resume)
+    start, seconds, pending, bad = 0, 0.0, [], BadSteps()
     latest = run_dir / "checkpoints" / "latest"
-    if resume:
+    if resuming:
         tensors, record = load_checkpoint(latest, expect={"stage": "pretrain"})
         load_into(model, unprefixed("model", tensors))
         ema.load_state_dict(unprefixed("ema", tensors))
         load_optimizer(optimizer, tensors, record["optimizer"])
         start, seconds = int(record["step"]), float(record["train_seconds"])
         pending = [torch.tensor(v, dtype=torch.float32) for v in record.get("pending_losses", [])]
-        _truncate_metrics(run_dir / "metrics.jsonl", start)
+        bad = BadSteps(int(record.get("bad_steps", 0)))
+        if accelerator.is_main_process:  # drop what the run logged after its checkpoint: it is redone
+            truncate_jsonl(run_dir / "metrics.jsonl", "step", start)
     model, optimizer = accelerator.prepare(model, optimizer)
     order = BatchOrder(len(dataset), cfg.batch_size, cfg.seed)
     beta = ema_beta(cfg.batch_size, cfg.ema_halflife_samples)
@@ -306,10 +311,12 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
         tensors = {**prefixed("model", raw.state_dict()), **prefixed("ema", ema.state_dict()), **opt_tensors}
         record = _record(cfg, dataset, raw, step, seconds + time.perf_counter() - t0)
         record |= {"optimizer": opt_record, "pending_losses": [float(v) for v in losses]}
+        record |= {"bad_steps": bad.total}
         save_checkpoint(latest, tensors, record)
 
     with progress_bar(progress and accelerator.is_main_process, "pretrain", cfg.steps, start) as bar:
         for step in range(start, cfg.steps):
+            crash_point("pretrain.step")
             idx = order.indices(step)[rank::world]
             x0 = torch.stack([dataset[int(i)] for i in idx]).to(accelerator.device)
             generator = torch.Generator(device=accelerator.device).manual_seed(
@@ -319,23 +326,20 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(cfg, step)
             loss, physics_term = _loss(model, kind, x0, cfg, generator, physics, norm)
-            if not torch.isfinite(loss):
-                raise NonFiniteError(
-                    f"pretrain: the loss is {loss.item()} at step {step}",
-                    "lower lr, or check the data with `pirf data check`",
+            if _guarded_step(accelerator, model, optimizer, loss, cfg.grad_clip):
+                bad.record(True)
+                ema.update(accelerator.unwrap_model(model), beta)
+                losses.append(loss.detach())
+                if physics_term is not None:
+                    physics_terms.append(physics_term)
+            else:
+                bad.record(False)
+                bad.stop_if_persistent(
+                    cfg.max_bad_steps, "pretrain", f"step {step}", latest, nonfinite_reason(loss)
                 )
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            if cfg.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            ema.update(accelerator.unwrap_model(model), beta)
-            losses.append(loss.detach())
-            if physics_term is not None:
-                physics_terms.append(physics_term)
             done = step + 1
             if done % cfg.log_every == 0 or done == cfg.steps:
-                last = float(torch.stack(losses).mean())
+                last = float(torch.stack(losses).mean()) if losses else math.nan
                 losses.clear()
                 elapsed = time.perf_counter() - t0
                 line = {
@@ -343,21 +347,45 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
                     "loss": last,
                     "lr": _learning_rate(cfg, step),
                     "samples_per_s": (done - start) * cfg.batch_size / max(elapsed, 1e-9),
+                    "bad_steps": bad.total,
                     "seconds": seconds + elapsed,
                 }
                 if physics_terms:
                     line["physics"] = float(torch.stack(physics_terms).mean())
                     physics_terms.clear()
                 if accelerator.is_main_process:
-                    with (run_dir / "metrics.jsonl").open("a") as f:
-                        f.write(json.dumps(line) + "\n")
+                    append_jsonl(run_dir / "metrics.jsonl", line)
                 bar.update(done, loss=last)
-            if accelerator.is_main_process and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            due = done % cfg.checkpoint_every == 0 or done == cfg.steps
+            if accelerator.is_main_process and due and bad.consecutive == 0:  # weights of a good step
                 save(done)
     total = seconds + time.perf_counter() - t0
     if accelerator.is_main_process:
         export(latest, run_dir / "model")
     return PretrainResult(run_dir, cfg.steps, last if math.isfinite(last) else float("nan"), total)
+
+
+def _guarded_step(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    clip: float,
+) -> bool:
+    """Backward, clip to ``clip`` (0: off) and step, unless the loss or a gradient is NaN or inf on
+    any process: then nothing changes and False is returned (`pirf.training.faults`)."""
+    optimizer.zero_grad(set_to_none=True)
+    if not agreed(bool(torch.isfinite(loss)), accelerator):
+        return False
+    accelerator.backward(loss)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not agreed(finite_gradients(params), accelerator):
+        optimizer.zero_grad(set_to_none=True)
+        return False
+    if clip > 0:
+        accelerator.clip_grad_norm_(params, clip)
+    optimizer.step()
+    return True
 
 
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
