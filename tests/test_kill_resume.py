@@ -24,6 +24,7 @@ from pirf import data
 from pirf.evaluation.runner import reference_for
 from pirf.files import CRASH_ENV, read_jsonl
 from pirf.models.checkpoint import load_checkpoint, read_checkpoint_config, recover_checkpoint
+from test_bench import FINETUNE
 
 WALL_CLOCK = {"seconds", "samples_per_s", "train_seconds", "seconds_per_100", "created"}
 """Fields that measure time: they differ between any two runs."""
@@ -392,17 +393,7 @@ def test_data_generate_killed_at_random_chunks_and_times(tmp_path):
 
 # -- bench ------------------------------------------------------------------------------------------
 
-FINETUNE_YAML = """
-iterations: 4
-batch_size: 4
-sampler: {steps: 4}
-lr: 1.0e-3
-warmup_iterations: 1
-eval: {every: 2, n: 4, n_reference: 16}
-regularization: {ema_halflife_samples: 8.0, alphas: [0.5]}
-log_every: 1
-checkpoint_every: 2
-"""
+FINETUNE_YAML = FINETUNE  # the bench tests' tiny fine-tune
 
 
 def _bench_args(base: Path, out: Path, finetune_yaml: Path) -> list[str]:
