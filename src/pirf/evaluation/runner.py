@@ -41,6 +41,7 @@ from pirf.data import DatasetInfo, find_nonfinite, generate_dataset, read_fields
 from pirf.disk import scratch_array
 from pirf.errors import ConfigError, DataFileError, NonFiniteError, PirfError, UnknownNameError
 from pirf.evaluation.metrics import fidelity_report, finite_rows, relative_to_floor, residual_summary
+from pirf.memory import trim_heap
 from pirf.models.checkpoint import checkpoint_paths
 from pirf.models.denoiser import FlowDenoiser
 from pirf.models.factory import load_denoiser
@@ -298,7 +299,9 @@ class SampleStream:
             self.seconds += time.perf_counter() - t0
             kept = sum(len(b) for b in self.kept)
             if kept < self.keep:
-                self.kept.append(batch[: self.keep - kept])
+                self.kept.append(batch[: self.keep - kept].copy())
+            del result, noise, gens
+            trim_heap()  # resident memory stays flat over any number of batches (`pirf.memory`)
             yield batch
 
     def samples(self) -> Samples:
