@@ -10,16 +10,16 @@ import math
 import pytest
 import torch
 
-from pirf import data, pdes
 from pirf import rewards as rewards_module
 from pirf.errors import DivergenceError
-from pirf.finetune import FinetuneConfig, finetune
-from pirf.finetune.config import EvalConfig, RegularizationConfig, SamplerConfig
+from pirf.finetune import finetune
 from pirf.models.checkpoint import load_checkpoint
 from pirf.models.factory import load_denoiser
 from pirf.rewards import ResidualReward, RewardConfig, register_reward
-from pirf.training import DataConfig, ModelConfig, PretrainConfig, pretrain
+from pirf.training import pretrain
 from pirf.training.faults import BadSteps, diverged
+from test_finetune import _config as finetune_config
+from test_pretrain import _config as pretrain_config
 
 pretrain_module = importlib.import_module("pirf.training.pretrain")  # the package exports the function
 
@@ -43,22 +43,9 @@ class FlakyReward(ResidualReward):
         return reward
 
 
-def _config(base, out, **kw) -> FinetuneConfig:
-    fields = dict(
-        base=str(base),
-        out=str(out),
-        iterations=6,
-        batch_size=4,
-        sampler=SamplerConfig(steps=4),
-        lr=1e-3,
-        lr_schedule="constant",
-        warmup_iterations=1,
-        eval=EvalConfig(every=3, n=8, n_reference=16),
-        regularization=RegularizationConfig(ema_halflife_samples=8.0, alphas=(0.5,)),
-        log_every=1,
-        checkpoint_every=1,
-    )
-    return FinetuneConfig(**(fields | kw))
+def _config(base, out, **kw):
+    """`test_finetune`'s tiny fine-tune, with a constant lr and a checkpoint every iteration."""
+    return finetune_config(base, out, **({"lr_schedule": "constant", "checkpoint_every": 1} | kw))
 
 
 def _metrics(run):
@@ -142,25 +129,13 @@ def test_a_diverging_learning_rate_stops_the_run_before_a_checkpoint_of_bad_weig
 
 # -- pretraining ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def poisson_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "poisson.h5"
-    data.generate_dataset(pdes.get("poisson"), 32, path, resolution=16, progress=False)
-    return path
+def poisson_file(rough_poisson_model):
+    return rough_poisson_model.parent.parent / "poisson.h5"  # the conftest model's data set
 
 
 def _pretrain_config(poisson_file, out, **kw):
-    base = dict(
-        data=DataConfig(path=str(poisson_file)),
-        out=str(out),
-        model=ModelConfig(base_channels=8, channel_mult=(1, 2), mid_attention=False),
-        steps=6,
-        batch_size=8,
-        log_every=1,
-        checkpoint_every=1,
-        warmup_steps=1,
-        lr=1e-3,
-    )
-    return PretrainConfig(**{**base, **kw})
+    """`test_pretrain`'s tiny run, logged and checkpointed every step."""
+    return pretrain_config(poisson_file, out, **({"log_every": 1, "checkpoint_every": 1} | kw))
 
 
 def _nan_loss_at(monkeypatch, bad):

@@ -298,8 +298,10 @@ class SampleStream:
             self.nfe, self.calls = result.nfe, self.calls + result.nfe
             self.seconds += time.perf_counter() - t0
             kept = sum(len(b) for b in self.kept)
-            if kept < self.keep:
-                self.kept.append(batch[: self.keep - kept].copy())
+            if kept + len(batch) <= self.keep:
+                self.kept.append(batch)
+            elif kept < self.keep:
+                self.kept.append(batch[: self.keep - kept].copy())  # not a view pinning the batch
             del result, noise, gens
             trim_heap()  # resident memory stays flat over any number of batches (`pirf.memory`)
             yield batch
