@@ -209,6 +209,12 @@ def test_family_bench_runs_every_method_at_one_budget_and_plots_the_curves(tiny_
     curves = family_curves(tmp_path / "bench", "poisson")
     assert set(curves) == {"pirf", "ddpo", "rsm", "adjoint-matching", "rwr-bb"}
     assert all(c[-1]["trajectories"] == 16 and c[-1]["seconds"] > 0 for c in curves.values())
+    # a row timed alone (benchmarks/family_cost.py) is placed at iteration x its cost
+    timing = {"threads": 1, "iterations": 3, "seconds_per_iteration": {"ddpo": 2.5}}
+    (tmp_path / "bench" / "family_cost_poisson.json").write_text(json.dumps(timing))
+    timed = family_curves(tmp_path / "bench", "poisson")
+    assert [p["seconds"] for p in timed["ddpo"]] == [2.5 * p["trajectories"] / 4 for p in timed["ddpo"]]
+    assert timed["pirf"] == curves["pirf"]
     assert (tmp_path / "bench" / "figures" / "family_poisson.png").exists()
     with pytest.raises(UnknownNameError, match="family"):
         resolve_bench_config("cpu", None, [], family="rl")

@@ -23,6 +23,7 @@ from rich.table import Table
 from pirf import data as pirf_data
 from pirf import pdes
 from pirf.errors import ConfigError, PirfError
+from pirf.finetune.config import PRESETS
 
 app = typer.Typer(
     help="pirf: physics-informed reward fine-tuning of diffusion and flow models.",
@@ -401,7 +402,7 @@ def finetune_command(
         list[str] | None, typer.Argument(help="config overrides key.sub=value (e.g. lr=1e-4 iterations=100)")
     ] = None,
     method: Annotated[
-        str | None, typer.Option(help="pirf, draft, draft-k, draft-lv or alignprop (default: pirf)")
+        str | None, typer.Option(help=f"{', '.join(PRESETS)} (default: pirf; docs/family.md)")
     ] = None,
     config: Annotated[str | None, typer.Option(help="a YAML config file, or a shipped config name")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in the config's `out` folder")] = False,

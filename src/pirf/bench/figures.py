@@ -84,10 +84,21 @@ def plot_curves(out: Path, benchmark: str) -> Figure | None:
     return fig
 
 
+def timed_costs(out: Path, benchmark: str) -> dict[str, float]:
+    """Seconds per iteration of each family row timed alone (``benchmarks/family_cost.py`` writes
+    OUT/family_cost_<benchmark>.json); empty when that has not been run."""
+    path = out / f"family_cost_{benchmark}.json"
+    if not path.exists():
+        return {}
+    return {row: float(s) for row, s in json.loads(path.read_text())["seconds_per_iteration"].items()}
+
+
 def family_curves(out: Path, benchmark: str) -> dict[str, list[dict[str, float]]]:
     """Per family row (and pirf): its held-out evaluations with the trajectories and training
-    seconds spent when each was taken (from the run's evals.jsonl, metrics.jsonl, config.json)."""
-    runs = {}
+    seconds spent when each was taken (from the run's evals.jsonl, metrics.jsonl, config.json).
+    Where the row was timed alone (`timed_costs`), seconds = iteration x that cost; otherwise the
+    run's own clock, which counts whatever else shared the machine and the periodic evaluations."""
+    runs, costs = {}, timed_costs(out, benchmark)
     for row in ("pirf", *FAMILY):
         folder = out / "models" / benchmark / row
         if not (folder / "evals.jsonl").exists() or not (folder / "config.json").exists():
@@ -100,9 +111,12 @@ def family_curves(out: Path, benchmark: str) -> dict[str, list[dict[str, float]]
             if e.get("weights") not in ("base", "ema") or not e.get("finite", True):
                 continue
             it = e["iteration"]
-            seconds = (
-                0.0 if it == 0 else clock.get(it, max((s for i, s in clock.items() if i <= it), default=None))
-            )
+            if row in costs:
+                seconds = it * costs[row]
+            elif it == 0:
+                seconds = 0.0
+            else:
+                seconds = clock.get(it, max((s for i, s in clock.items() if i <= it), default=None))
             if seconds is not None:
                 points.append(
                     {
@@ -173,4 +187,4 @@ def write_figures(out: Path, benchmark: str, pde: pdes.PDE) -> list[Path]:
     return written
 
 
-__all__ = ["family_curves", "plot_curves", "plot_family", "plot_steps", "write_figures"]
+__all__ = ["family_curves", "plot_curves", "plot_family", "plot_steps", "timed_costs", "write_figures"]
