@@ -132,17 +132,23 @@ def family_curves(out: Path, benchmark: str) -> dict[str, list[dict[str, float]]
 
 
 def plot_family(out: Path, benchmark: str, tolerance: float = 0.2) -> Figure | None:
-    """Held-out residual against trajectories and against training seconds, one line per method;
-    hollow markers where the fidelity guard (within ``tolerance`` of the base) fails."""
+    """Held-out residual against trajectories and against training seconds, one line per method
+    (a black-box row dashed, in its method's colour); hollow markers where the fidelity guard
+    (within ``tolerance`` of the base) fails."""
     runs = family_curves(out, benchmark)
     if len(runs) < 2:
         return None
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     axes = fig.subplots(1, 2)
+    methods = list(dict.fromkeys(row.removesuffix("-bb") for row in runs))
     for row, points in runs.items():
         base_fidelity = points[0]["fidelity"]
+        style = {  # a method's black-box row: its colour, dashed
+            "color": f"C{methods.index(row.removesuffix('-bb')) % 10}",
+            "linestyle": "--" if row.endswith("-bb") else "-",
+        }
         for ax, key in zip(axes, ("trajectories", "seconds"), strict=True):
-            line = ax.plot([p[key] for p in points], [p["residual"] for p in points], label=row)[0]
+            line = ax.plot([p[key] for p in points], [p["residual"] for p in points], label=row, **style)[0]
             bad = [p for p in points if p["fidelity"] > base_fidelity * (1 + tolerance)]
             ax.scatter(
                 [p[key] for p in bad],
@@ -151,7 +157,8 @@ def plot_family(out: Path, benchmark: str, tolerance: float = 0.2) -> Figure | N
                 edgecolors=line.get_color(),
             )
     axes[0].set(xlabel="trajectories sampled", ylabel="held-out median residual MSE")
-    axes[1].set(xlabel="training seconds")
+    timed = "each method timed alone" if timed_costs(out, benchmark) else "the run's own clock"
+    axes[1].set(xlabel=f"training seconds ({timed})")
     for ax in axes:
         ax.set(yscale="log", title=benchmark)
         ax.grid(True, which="both", alpha=0.3)
