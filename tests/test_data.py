@@ -234,7 +234,7 @@ def test_interrupt_leaves_no_file_and_kill_leaves_only_a_stale_temporary(tmp_pat
     import signal
 
     out = tmp_path / "b.h5"
-    proc = _start_generation(out)
+    proc = _start_generation(out, n=40000)  # far more than can finish before the signal lands
     _wait_for_temporary(tmp_path, proc)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
