@@ -38,18 +38,19 @@ def run(source: str, iterations: int, batch: int, lr: float, alpha: float) -> li
     from pirf.models.denoiser import denoising_losses
     from pirf.rewards import make_reward
     from pirf.sampling import sample_heun
+    from pirf.training.ema import EMA
 
     cfg = resolve_finetune_config("darcy", "rwr", None, ["eval.n=32"])
     ctx = build_context(cfg)
     reward = make_reward(ctx.pde, cfg.reward)
     model, base = ctx.model, copy.deepcopy(ctx.model).requires_grad_(False)
-    ema = copy.deepcopy(model).requires_grad_(False)
+    ema = EMA(model)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     beta = 0.5 ** (batch / cfg.regularization.ema_halflife_samples)
     generator = torch.Generator().manual_seed(0)
     train = torch.as_tensor(ctx.normalization.normalize(read_fields(training_set_path())[:2000])).float()
     shape = (batch, *train.shape[1:])
-    history = [{"iteration": 0, "residual": score(ctx, ema, cfg)["residual"]}]
+    history = [{"iteration": 0, "residual": score(ctx, ema.model, cfg)["residual"]}]
     for iteration in range(1, iterations + 1):
         data = train[torch.randint(len(train), (batch,), generator=generator)]
         with torch.no_grad():
@@ -67,11 +68,9 @@ def run(source: str, iterations: int, batch: int, lr: float, alpha: float) -> li
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        with torch.no_grad():
-            for kept, current in zip(ema.parameters(), model.parameters(), strict=True):
-                kept.lerp_(current, 1 - beta)
+        ema.update(model, beta)
         if iteration % 20 == 0:
-            history.append({"iteration": iteration, "residual": score(ctx, ema, cfg)["residual"]})
+            history.append({"iteration": iteration, "residual": score(ctx, ema.model, cfg)["residual"]})
             print(source, history[-1], flush=True)
     return history
 

@@ -194,7 +194,7 @@ def test_user_data_without_floor_is_checked_against_fresh_reference(tmp_path):
     assert data.read_info(path).solver == "my own solver"
 
 
-def _start_generation(out, n=4000):
+def _start_generation(out, n=40000):  # far more than can finish before a signal lands
     import subprocess
     import sys
 
@@ -234,7 +234,7 @@ def test_interrupt_leaves_no_file_and_kill_leaves_only_a_stale_temporary(tmp_pat
     import signal
 
     out = tmp_path / "b.h5"
-    proc = _start_generation(out, n=40000)  # far more than can finish before the signal lands
+    proc = _start_generation(out)
     _wait_for_temporary(tmp_path, proc)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130
