@@ -194,7 +194,8 @@ def test_user_data_without_floor_is_checked_against_fresh_reference(tmp_path):
     assert data.read_info(path).solver == "my own solver"
 
 
-def _start_generation(out, n=40000):  # far more than can finish before a signal lands
+def _start_generation(out, n=4000):
+    import signal
     import subprocess
     import sys
 
@@ -214,7 +215,15 @@ def _start_generation(out, n=40000):  # far more than can finish before a signal
         "--out",
         str(out),
     ]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a runner started in the background (nohup ... &) hands its children SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler: give the child the default disposition back
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _wait_for_temporary(folder, proc, timeout=60.0):
