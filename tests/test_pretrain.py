@@ -1,14 +1,17 @@
 """Pretraining: the loss falls, an interrupted-then-resumed run equals the uninterrupted one,
 and the exported model loads elsewhere with its provenance."""
 
+import itertools
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 import pirf.pdes as pdes
 from pirf import data
-from pirf.errors import DataFileError, OutputExistsError
+from pirf.errors import ConfigError, DataFileError, OutputExistsError
 from pirf.models.checkpoint import load_checkpoint
 from pirf.models.factory import load_denoiser
 from pirf.training import DataConfig, ModelConfig, PretrainConfig, pretrain
@@ -135,3 +138,62 @@ def test_missing_data_is_generated_from_the_config(tmp_path):
     info = data.read_info(tmp_path / "gen.h5")
     assert info.n == 16 and info.resolution == 16 and info.pde.name == "poisson"
     assert load_denoiser(tmp_path / "run" / "model")[1]["data"]["n"] == 16
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_final_fraction(poisson_file, tmp_path):
+    from pirf.training.pretrain import _learning_rate
+
+    cfg = _config(poisson_file, tmp_path, steps=101, warmup_steps=10, lr_schedule="cosine", lr_final=0.1)
+    rates = [_learning_rate(cfg, s) for s in range(cfg.steps)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(rates[9:]))  # non-increasing after the warm-up
+    assert rates[-1] == pytest.approx(1e-4)
+    assert rates[10 + 45] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5), rel=1e-2)  # half way: the mean
+    with pytest.raises(ConfigError):
+        pretrain(_config(poisson_file, tmp_path / "bad", lr_final=1.5), progress=False)
+
+
+def test_a_position_dependent_pde_trains_with_its_conditioning_fields(tmp_path):
+    """Kolmogorov declares sin/cos(4y): the model is built with them, the record names them, the
+    exported model carries their values and loads through `load_model` with the check."""
+    from pirf.evaluation.runner import load_model
+
+    path = tmp_path / "kolmogorov.h5"
+    kolmogorov = pdes.get("kolmogorov")
+    data.generate_dataset(kolmogorov, 32, path, resolution=16, progress=False)
+    model_cfg = ModelConfig(base_channels=8, channel_mult=(1, 2), mid_attention=False)
+    cfg = PretrainConfig(
+        data=DataConfig(path=str(path)), out=str(tmp_path / "run"), model=model_cfg, steps=2, batch_size=4
+    )
+    pretrain(cfg, progress=False)
+    model, record, _ = load_model(tmp_path / "run")
+    expected = kolmogorov.conditioning(16)
+    assert [c["name"] for c in record["model"]["conditioning"]] == ["sin(4y)", "cos(4y)"]
+    assert model.backbone.unet.config.in_channels == 3 + len(expected)
+    assert torch.allclose(model.backbone.condition, torch.from_numpy(np.stack([f.values for f in expected])))
+    off = PretrainConfig(
+        **{**vars(cfg), "out": str(tmp_path / "off"), "model": replace(model_cfg, conditioning=False)}
+    )
+    pretrain(off, progress=False)
+    plain, record, _ = load_model(tmp_path / "off")
+    assert "conditioning" not in record["model"] and plain.backbone.unet.config.in_channels == 3
+
+
+def test_a_model_whose_conditioning_disagrees_with_its_pde_is_refused(tmp_path):
+    from pirf.models.factory import check_conditioning
+
+    kolmogorov = pdes.get("kolmogorov")
+    model, _ = _kolmogorov_model()
+    check_conditioning(model, kolmogorov.conditioning(16), "model")  # its own: accepted
+    shifted = pdes.get("kolmogorov", forcing_wavenumber=2).conditioning(16)
+    with pytest.raises(DataFileError, match="conditioning"):
+        check_conditioning(model, shifted, "model")
+
+
+def _kolmogorov_model():
+    from pirf.models.backbone import UNetConfig
+    from pirf.models.factory import build_denoiser
+
+    kolmogorov = pdes.get("kolmogorov")
+    unet = UNetConfig(channels=3, resolution=16, base_channels=8, channel_mult=(1, 2), periodic="xy")
+    return build_denoiser("edm", unet, 1.0, kolmogorov.conditioning(16)), kolmogorov

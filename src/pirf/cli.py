@@ -431,6 +431,23 @@ def finetune_command(
     )
 
 
+@app.command("export")
+def export_command(
+    spec: SpecArgument,
+    out: Annotated[Path, typer.Argument(help="output folder: unet/ (diffusers), pirf.json")],
+    overwrite: Annotated[bool, typer.Option(help="replace an existing folder OUT")] = False,
+) -> None:
+    """Write a model as a plain diffusers folder that loads without pirf: OUT/unet is a
+    UNet2DModel (UNet2DModel.from_pretrained(OUT/unet)); OUT/pirf.json says how to sample it
+    (EDM or flow, normalization, periodic axes, conditioning fields, PDE). See docs/export.md."""
+    from pirf.evaluation.runner import load_model
+    from pirf.models.export import export_model
+
+    model, record, path = load_model(spec)
+    folder = export_model(model, record, out, overwrite=overwrite)
+    console.print(f"exported {escape(str(path))} to {escape(str(folder))} (unet/, pirf.json)")
+
+
 @app.command("demo")
 def demo_command(
     overrides: Annotated[

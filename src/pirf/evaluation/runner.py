@@ -44,7 +44,7 @@ from pirf.evaluation.metrics import fidelity_report, finite_rows, relative_to_fl
 from pirf.memory import trim_heap
 from pirf.models.checkpoint import checkpoint_paths
 from pirf.models.denoiser import FlowDenoiser
-from pirf.models.factory import load_denoiser
+from pirf.models.factory import check_conditioning, load_denoiser
 from pirf.models.record import check_model_record
 from pirf.normalization import Normalization
 from pirf.pdes.base import check_seed
@@ -114,7 +114,8 @@ def load_model(spec: str | os.PathLike) -> tuple[Model, dict[str, Any], Path]:
     path = resolve_model(spec)
     expect = {"pde": str(spec)} if str(spec) in pdes.names() else None
     model, record = load_denoiser(path, expect=expect)
-    check_model_record(record, model.channels, model.resolution, path)
+    pde = check_model_record(record, model.channels, model.resolution, path)
+    check_conditioning(model, pde.conditioning(model.resolution), path)
     return model, record, path
 
 

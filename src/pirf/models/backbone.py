@@ -58,6 +58,7 @@ class UNetConfig:
     dropout: float = 0.0
     periodic: Periodic = None
     mid_attention: bool = True
+    condition_channels: int = 0  # fixed input fields beside the noisy ones (`PDE.conditioning`)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -107,6 +108,8 @@ def _validate(c: UNetConfig) -> None:
         )
     if not 0 <= c.dropout < 1:
         raise bad(f"dropout {c.dropout}", "use 0 <= dropout < 1")
+    if not isinstance(c.condition_channels, int) or c.condition_channels < 0:
+        raise bad(f"condition_channels={c.condition_channels!r}", "use a count >= 0")
     if c.periodic not in (None, "x", "xy"):
         raise bad(f"periodic={c.periodic!r}", "use None, 'x' (width axis only) or 'xy'")
 
@@ -170,7 +173,14 @@ class UNetBackbone(nn.Module):
 
     ``x`` is ``[B, channels, H, W]`` (H, W divisible by 2^(levels - 1); normally ``resolution``),
     ``c_noise`` a float, 0-d or ``[B]`` tensor of any real values. Returns a tensor shaped like x.
+
+    Conditioning fields (``condition_channels`` > 0): a buffer ``condition`` ``[K, R, R]`` of fixed
+    fields (`pirf.pdes.PDE.conditioning`, set with `set_condition`) is concatenated to x along
+    the channels at every call, so the U-Net's input has ``channels + K`` channels and its output
+    ``channels``. The buffer is part of the state dict: a checkpoint carries the exact fields.
     """
+
+    condition: Tensor
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
@@ -180,10 +190,29 @@ class UNetBackbone(nn.Module):
         self.unet = _build_unet(config)
         if config.periodic is not None:
             make_periodic(self.unet, config.periodic)
+        self.condition_names: tuple[str, ...] = ()  # labels and formulas of the fields (the record's)
+        self.condition_formulas: tuple[str, ...] = ()
+        if config.condition_channels:
+            size = (config.condition_channels, config.resolution, config.resolution)
+            self.register_buffer("condition", torch.zeros(size))
+
+    def set_condition(self, fields: Tensor) -> None:
+        """Fill the conditioning buffer with ``fields`` ``[K, R, R]`` (K = ``condition_channels``)."""
+        expected = (self.config.condition_channels, self.resolution, self.resolution)
+        if tuple(fields.shape) != expected or not expected[0]:
+            raise ConfigError(
+                f"conditioning fields of shape {list(fields.shape)} for a U-Net built for {list(expected)}",
+                "build the U-Net with condition_channels = the number of the PDE's conditioning fields",
+            )
+        with torch.no_grad():
+            self.condition.copy_(fields.to(self.condition))
 
     def forward(self, x: Tensor, c_noise: float | Tensor) -> Tensor:
         # a Python float would be truncated to an integer by UNet2DModel: always pass a float tensor
         c_noise = torch.as_tensor(c_noise, dtype=x.dtype, device=x.device).flatten()
+        if self.config.condition_channels:
+            fixed = self.condition.to(x.dtype).expand(x.shape[0], *self.condition.shape)
+            x = torch.cat([x, fixed], dim=1)
         return self.unet(x, c_noise, return_dict=False)[0]
 
 
@@ -191,7 +220,7 @@ def _build_unet(c: UNetConfig) -> UNet2DModel:
     attention = [res in c.attention_resolutions for res in c.levels]
     return UNet2DModel(
         sample_size=c.resolution,
-        in_channels=c.channels,
+        in_channels=c.channels + c.condition_channels,
         out_channels=c.channels,
         time_embedding_type="positional",
         time_embedding_dim=4 * c.base_channels,  # EDM: emb_channels = 4 * model_channels
@@ -219,6 +248,7 @@ def make_unet(
     dropout: float = 0.0,
     periodic: Periodic = None,
     mid_attention: bool = True,
+    condition_channels: int = 0,
 ) -> UNetBackbone:
     """A U-Net backbone ``F(x, c_noise)`` for ``[B, channels, resolution, resolution]`` fields.
 
@@ -235,5 +265,6 @@ def make_unet(
         dropout=dropout,
         periodic=periodic,
         mid_attention=mid_attention,
+        condition_channels=condition_channels,
     )
     return UNetBackbone(config)

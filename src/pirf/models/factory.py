@@ -4,36 +4,96 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from pirf.errors import ConfigError
+import numpy as np
+import torch
+
+from pirf.errors import ConfigError, DataFileError
 from pirf.models.backbone import UNetBackbone, UNetConfig
 from pirf.models.checkpoint import load_checkpoint, load_into
 from pirf.models.denoiser import Denoiser, FlowDenoiser
+from pirf.pdes import ConditioningField
 
 ModelKind = Literal["edm", "flow"]
 MODEL_KINDS = ("edm", "flow")
 
 
-def build_denoiser(kind: ModelKind, unet: UNetConfig, sigma_data: float) -> Denoiser | FlowDenoiser:
-    """An EDM denoiser (``"edm"``) or a rectified-flow model behind the same call (``"flow"``)."""
+def build_denoiser(
+    kind: ModelKind,
+    unet: UNetConfig,
+    sigma_data: float,
+    conditioning: Sequence[ConditioningField] = (),
+) -> Denoiser | FlowDenoiser:
+    """An EDM denoiser (``"edm"``) or a rectified-flow model behind the same call (``"flow"``).
+
+    ``conditioning``: the PDE's fixed input fields (`pirf.pdes.PDE.conditioning`); the U-Net is
+    built with one extra input channel each and holds their values.
+    """
     if kind not in MODEL_KINDS:
         raise ConfigError(f"unknown model kind {kind!r}", f"use one of: {', '.join(MODEL_KINDS)}")
+    unet = dataclasses.replace(unet, condition_channels=len(conditioning))
+    backbone = UNetBackbone(unet)
+    if conditioning:
+        backbone.set_condition(torch.from_numpy(np.stack([f.values for f in conditioning])))
+    backbone.condition_names = tuple(f.name for f in conditioning)
+    backbone.condition_formulas = tuple(f.formula for f in conditioning)
     wrapper = Denoiser if kind == "edm" else FlowDenoiser
-    return wrapper(UNetBackbone(unet), sigma_data)
+    return wrapper(backbone, sigma_data)
 
 
 def describe(model: Denoiser | FlowDenoiser) -> dict[str, Any]:
-    """The record `build_denoiser` needs to rebuild ``model`` (stored in checkpoints)."""
+    """The record `build_denoiser` needs to rebuild ``model`` (stored in checkpoints); with
+    conditioning fields, their names and formulas (the values travel in the weights)."""
     kind = "edm" if isinstance(model, Denoiser) else "flow"
-    unet = dataclasses.asdict(model.backbone.config)
-    return {"kind": kind, "sigma_data": model.sigma_data, "unet": unet}
+    backbone = model.backbone
+    unet = dataclasses.asdict(backbone.config)
+    described = {"kind": kind, "sigma_data": model.sigma_data, "unet": unet}
+    names = backbone.condition_names
+    if names:
+        formulas = backbone.condition_formulas
+        described["conditioning"] = [{"name": n, "formula": f} for n, f in zip(names, formulas, strict=True)]
+    return described
+
+
+def _conditioning_placeholders(record: dict[str, Any], resolution: int) -> tuple[ConditioningField, ...]:
+    """The record's conditioning fields with zero values (the checkpoint's weights fill them)."""
+    entries = record.get("conditioning", [])
+    zeros = np.zeros((resolution, resolution), np.float32)
+    return tuple(ConditioningField(str(e["name"]), str(e["formula"]), zeros) for e in entries)
+
+
+def check_conditioning(
+    model: Denoiser | FlowDenoiser, expected: Sequence[ConditioningField], path: Any
+) -> None:
+    """Refuse a model whose conditioning fields (names and values) differ from ``expected`` (the
+    PDE's own at the model's resolution): the network would be told a wrong position. A model
+    trained without conditioning (``model.conditioning: false``, or before pirf had it) passes."""
+    backbone = model.backbone
+    names = backbone.condition_names
+    if not names:
+        return
+    if names != tuple(f.name for f in expected):
+        raise DataFileError(
+            f"{path}: the model was trained with conditioning fields {list(names)}, but its PDE declares "
+            f"{[f.name for f in expected]}",
+            "load it with the PDE (and plug-in version) it was trained with, or retrain it",
+        )
+    if expected:  # the names agree, so the counts do
+        values = torch.from_numpy(np.stack([f.values for f in expected]))
+        if not torch.allclose(backbone.condition.float(), values, atol=1e-5):
+            raise DataFileError(
+                f"{path}: the values of the model's conditioning fields {list(names)} are not its PDE's",
+                "load it with the PDE (and plug-in version) it was trained with, or retrain it",
+            )
 
 
 def from_description(record: dict[str, Any]) -> Denoiser | FlowDenoiser:
     try:
         unet = UNetConfig.from_dict(record["unet"])
-        return build_denoiser(record["kind"], unet, float(record["sigma_data"]))
+        placeholders = _conditioning_placeholders(record, unet.resolution)
+        return build_denoiser(record["kind"], unet, float(record["sigma_data"]), placeholders)
     except (KeyError, TypeError, ValueError) as err:  # ConfigError (a ValueError) names its own fix
         if isinstance(err, ConfigError):
             raise

@@ -6,7 +6,17 @@
 """
 
 from pirf.pdes import burgers, darcy, helmholtz, kolmogorov, poisson  # noqa: F401  (registers)
-from pirf.pdes.base import PDE, Grid, sample_rngs
+from pirf.pdes.base import PDE, ConditioningField, Grid, sample_rngs
 from pirf.pdes.registry import get, get_class, names, register, unregister
 
-__all__ = ["PDE", "Grid", "get", "get_class", "names", "register", "sample_rngs", "unregister"]
+__all__ = [
+    "PDE",
+    "ConditioningField",
+    "Grid",
+    "get",
+    "get_class",
+    "names",
+    "register",
+    "sample_rngs",
+    "unregister",
+]

@@ -74,6 +74,20 @@ def _all_finite(x: Tensor | np.ndarray, batch: int = 256) -> bool:
 
 
 @dataclass(frozen=True)
+class ConditioningField:
+    """A fixed input field the network sees beside the noisy channels and never generates.
+
+    ``name`` labels it (e.g. ``"sin(4y)"``); ``formula`` says how to build it from the grid in
+    plain words a user outside pirf can follow (it is written to exported models); ``values``
+    is the ``[R, R]`` float32 array on the grid of the resolution it was built for.
+    """
+
+    name: str
+    formula: str
+    values: np.ndarray = dataclasses.field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class PDE(ABC):
     """A benchmark: physical parameters, a numerical solver and a residual operator.
 
@@ -139,6 +153,19 @@ class PDE(ABC):
             return np.zeros((0, len(self.fields), resolution, resolution), np.float32)
         x = self._solve(sample_rngs(seed, start, n), resolution, start)
         return np.asarray(x, dtype=np.float32)
+
+    # -- conditioning ----------------------------------------------------------------------
+    def conditioning(self, resolution: int) -> tuple[ConditioningField, ...]:
+        """Fixed fields that tell the network where it is, where the equation depends on position.
+
+        A translation-equivariant (periodic) U-Net cannot know the phase of a position-dependent
+        term such as Kolmogorov's forcing -A cos(k_f y): it draws flows shifted by any amount.
+        Fields returned here are concatenated to the network's input at every call (sampling,
+        fine-tuning, guidance alike) and carried in the checkpoint. Default: none (the equation
+        is translation-invariant, or its boundary already breaks the symmetry). A plug-in PDE
+        overrides this to declare its own.
+        """
+        return ()
 
     # -- residual --------------------------------------------------------------------------
     @abstractmethod

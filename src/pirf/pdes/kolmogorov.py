@@ -41,7 +41,7 @@ from torch import Tensor
 
 from pirf.errors import ConfigError, ShapeError
 from pirf.pdes import random_fields as rf
-from pirf.pdes.base import PDE, Grid
+from pirf.pdes.base import PDE, ConditioningField, Grid
 from pirf.pdes.operators import spectral_derivatives
 from pirf.pdes.registry import register
 from pirf.pdes.spectral import ETDRK4
@@ -184,6 +184,19 @@ class Kolmogorov(PDE):
         y = self.grid(resolution).coords[0]
         w = self.forcing(y) / (self.forcing_wavenumber**2 / self.re + self.drag)
         return np.broadcast_to(w[:, None], (resolution, resolution)).copy()
+
+    def conditioning(self, resolution: int) -> tuple[ConditioningField, ...]:
+        """sin(k_f y) and cos(k_f y) on the grid (rows are y = i 2 pi / R, constant along x): the
+        forcing's phase, which a periodic, shift-equivariant U-Net cannot otherwise know. Without
+        them a model draws flows at any shift along y, half of them half a forcing period off."""
+        y = self.grid(resolution).coords[0]
+        k = self.forcing_wavenumber
+        fields = []
+        for name, fn in (("sin", np.sin), ("cos", np.cos)):
+            values = np.broadcast_to(fn(k * y)[:, None], (resolution, resolution)).astype(np.float32)
+            formula = f"{name}({k} * y) with y = 2 pi i / R on row i (constant along columns)"
+            fields.append(ConditioningField(f"{name}({k}y)", formula, values.copy()))
+        return tuple(fields)
 
     def grid(self, resolution: int) -> Grid:
         nodes = np.arange(resolution) * self.length / resolution

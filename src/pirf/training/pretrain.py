@@ -73,6 +73,7 @@ class ModelConfig:
     attention_resolutions: tuple[int, ...] = ()
     dropout: float = 0.0
     mid_attention: bool = True
+    conditioning: bool = True  # feed the PDE's conditioning fields (`PDE.conditioning`), if it has any
 
 
 @dataclass
@@ -85,6 +86,8 @@ class PretrainConfig:
     steps: int = 2000
     batch_size: int = 32
     lr: float = 2e-4
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # after the warm-up
+    lr_final: float = 0.05  # cosine: the last step's lr as a fraction of ``lr``
     betas: tuple[float, ...] = (0.9, 0.999)
     warmup_steps: int = 100
     grad_clip: float = 1.0
@@ -175,7 +178,8 @@ def _initial_model(cfg: PretrainConfig, dataset: FieldDataset) -> torch.nn.Modul
     if not cfg.init:
         unet = _unet_config(cfg.model, len(dataset.pde.fields), info.resolution, dataset.pde.boundary)
         torch.manual_seed(cfg.seed)
-        return build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data)
+        conditioning = dataset.pde.conditioning(info.resolution) if cfg.model.conditioning else ()
+        return build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data, conditioning)
     from pirf.evaluation.runner import load_model  # a benchmark name, a run folder or a file
 
     model, record, _ = load_model(cfg.init)  # its record checked against its weights
@@ -202,8 +206,15 @@ def _physics(cfg: PretrainConfig, model, dataset: FieldDataset) -> Physics | Non
 
 
 def _learning_rate(cfg: PretrainConfig, step: int) -> float:
-    """Linear warm-up over ``warmup_steps``, then constant (EDM's lr ramp)."""
-    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    """Linear warm-up over ``warmup_steps`` (EDM's lr ramp), then constant, or a cosine decay
+    from ``lr`` to ``lr_final * lr`` at the last step (Loshchilov & Hutter 2017, SGDR, without
+    restarts): lr(s) = lr (f + (1 - f) (1 + cos(pi p)) / 2), p = (s - warmup) / (steps - warmup)."""
+    ramp = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if cfg.lr_schedule == "constant" or step < cfg.warmup_steps:
+        return cfg.lr * ramp
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - 1 - cfg.warmup_steps)
+    f = cfg.lr_final
+    return cfg.lr * (f + (1 - f) * (1 + math.cos(math.pi * min(1.0, progress))) / 2)
 
 
 def _record(cfg: PretrainConfig, dataset: FieldDataset, model, step: int, seconds: float) -> dict[str, Any]:
@@ -270,6 +281,10 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     """Train a base model on ``cfg.data``; with ``resume`` continue the run in ``cfg.out``."""
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ConfigError("pretrain: steps and batch_size must be positive", "pass e.g. -p steps=100")
+    if not 0 <= cfg.lr_final <= 1:
+        raise ConfigError(
+            f"pretrain: lr_final = {cfg.lr_final}", "give a fraction of lr in [0, 1], e.g. 0.05"
+        )
     check_seed(cfg.seed)
     accelerator = make_accelerator()
     with accelerator.main_process_first():
