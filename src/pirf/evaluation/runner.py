@@ -64,26 +64,47 @@ a chain that draws step noise also takes the batch's per-sample generators as ``
 
 
 # -- finding a model ---------------------------------------------------------------------------------
+ZOO_VARIANTS = ("-flow", "-pirf", "-flow-pirf")
+"""Zoo entries beside a benchmark's EDM base ``NAME``: its flow base and the PIRF fine-tunes."""
+
+
 def zoo_model(name: str) -> Path:
-    """Path of the model shipped for benchmark ``name`` (it may not exist)."""
+    """Path of the model shipped as zoo entry ``name`` (it may not exist)."""
     return Path(str(resources.files("pirf") / "zoo" / name / "model.safetensors"))
+
+
+def zoo_pde(name: str) -> str | None:
+    """The benchmark a zoo entry name belongs to (``poisson-flow`` -> ``poisson``), or None."""
+    if name in pdes.names():
+        return name
+    for suffix in ZOO_VARIANTS:
+        if name.endswith(suffix) and name[: -len(suffix)] in pdes.names():
+            return name[: -len(suffix)]
+    return None
+
+
+def zoo_names() -> list[str]:
+    """Every zoo entry shipped in this installation (``poisson``, ``poisson-flow``, ...)."""
+    root = Path(str(resources.files("pirf") / "zoo"))
+    return sorted(p.name for p in root.iterdir() if zoo_pde(p.name) and (p / "model.safetensors").is_file())
 
 
 def resolve_model(spec: str | os.PathLike) -> Path:
     """The checkpoint (``.safetensors`` path) that a command-line SPEC names.
 
-    In order: a registered benchmark name (``poisson``) -> the shipped model
-    ``pirf/zoo/<name>/model.safetensors``; a run folder -> its ``model.safetensors``; a
-    checkpoint path with or without suffix -> itself. Write ``./poisson`` for a folder that is
-    named like a benchmark. Anything else is an `UnknownNameError` listing the benchmarks.
+    In order: a zoo entry (``poisson``, the EDM base; ``poisson-flow``, the flow base;
+    ``poisson-pirf``, the PIRF fine-tune) -> the shipped model ``pirf/zoo/<name>/model.safetensors``;
+    a run folder -> its ``model.safetensors``; a checkpoint path with or without suffix -> itself.
+    Write ``./poisson`` for a folder that is named like a zoo entry. Anything else is an
+    `UnknownNameError` listing the zoo entries.
     """
     text = str(spec)
-    if text in pdes.names():
+    if zoo_pde(text) is not None:
         path = zoo_model(text)
         if not path.is_file():
             raise DataFileError(
-                f"no shipped model for {text!r} in this pirf installation",
-                f"train one with `pirf pretrain {text}`, then give its file instead of the name: "
+                f"no shipped model {text!r} in this pirf installation (shipped: {', '.join(zoo_names())})",
+                f"train one with `pirf pretrain {zoo_pde(text)}`, then give its file instead of the name: "
                 f"--model runs/pretrain/{text}/model.safetensors (or the run folder runs/pretrain/{text})",
             )
         return path
@@ -100,11 +121,11 @@ def resolve_model(spec: str | os.PathLike) -> Path:
     weights, meta = checkpoint_paths(path)
     if weights.exists() or meta.exists():
         return weights
-    close = difflib.get_close_matches(text, pdes.names(), n=1)
+    close = difflib.get_close_matches(text, zoo_names(), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise UnknownNameError(
-        f"{text!r} is neither a benchmark name, a run folder nor a model file",
-        f"{hint}benchmarks: {', '.join(pdes.names())}; or give a run folder or a .safetensors file",
+        f"{text!r} is neither a shipped model, a run folder nor a model file",
+        f"{hint}shipped models: {', '.join(zoo_names())}; or give a run folder or a .safetensors file",
     )
 
 
@@ -112,7 +133,8 @@ def load_model(spec: str | os.PathLike) -> tuple[Model, dict[str, Any], Path]:
     """(model in eval mode with its EMA weights, checkpoint record, checkpoint path) of SPEC,
     its record checked against the weights (`check_model_record`)."""
     path = resolve_model(spec)
-    expect = {"pde": str(spec)} if str(spec) in pdes.names() else None
+    pde_name = zoo_pde(str(spec))
+    expect = {"pde": pde_name} if pde_name is not None else None
     model, record = load_denoiser(path, expect=expect)
     pde = check_model_record(record, model.channels, model.resolution, path)
     check_conditioning(model, pde.conditioning(model.resolution), path)
@@ -897,4 +919,6 @@ __all__ = [
     "sigma_grid",
     "training_set",
     "zoo_model",
+    "zoo_names",
+    "zoo_pde",
 ]

@@ -234,7 +234,7 @@ def resolve_finetune_config(
     data["method"] = method  # an explicit --method beats a file's `method:`
     if base is not None:
         data["base"] = str(base)
-    data.setdefault("out", f"runs/finetune/{benchmark or Path(str(data.get('base', 'model'))).stem}-{method}")
+    data.setdefault("out", f"runs/finetune/{_run_name(base, benchmark, data)}-{method}")
     cfg = load_config(FinetuneConfig, None, overrides, base=data)
     _check_base_pde(cfg.base, base, benchmark, config)
     return cfg
@@ -291,6 +291,16 @@ def check_method_name(name: str) -> None:
             f"unknown fine-tuning method {name!r}",
             ("did you mean " + repr(close[0]) + "? " if close else "") + f"methods: {', '.join(PRESETS)}",
         )
+
+
+def _run_name(base: str | None, benchmark: str | None, data: dict[str, Any]) -> str:
+    """The default run folder's stem: a zoo entry's name (``poisson``, ``poisson-flow``), else the
+    benchmark, else the model file's stem."""
+    from pirf.evaluation.runner import zoo_pde
+
+    if base is not None and zoo_pde(base) is not None:
+        return base
+    return benchmark or Path(str(data.get("base", "model"))).stem
 
 
 def _benchmark_of(base: str | None) -> str | None:
