@@ -197,3 +197,23 @@ def _kolmogorov_model():
     kolmogorov = pdes.get("kolmogorov")
     unet = UNetConfig(channels=3, resolution=16, base_channels=8, channel_mult=(1, 2), periodic="xy")
     return build_denoiser("edm", unet, 1.0, kolmogorov.conditioning(16)), kolmogorov
+
+
+def test_a_flow_model_warm_starts_from_an_edm_network(poisson_file, tmp_path):
+    """init_kind=flow trains the init's network as a rectified flow: the record says flow, the
+    architecture and (after one step of lr 1e-12) every backbone weight are the EDM model's."""
+    from pirf.models.denoiser import FlowDenoiser
+
+    edm_run = tmp_path / "edm"
+    pretrain(_config(poisson_file, edm_run, steps=2), progress=False)
+    edm, _ = load_denoiser(edm_run / "model")
+    untrained = _config(
+        poisson_file, tmp_path / "flow0", init=str(edm_run), init_kind="flow", steps=1, lr=1e-12
+    )
+    pretrain(untrained, progress=False)
+    flow, record = load_denoiser(tmp_path / "flow0" / "model")
+    assert isinstance(flow, FlowDenoiser) and record["model"]["kind"] == "flow"
+    for (name, a), b in zip(
+        edm.backbone.state_dict().items(), flow.backbone.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-9), name  # one Adam step of size ~1e-12

@@ -34,7 +34,7 @@ from pirf.files import append_jsonl, crash_point, truncate_jsonl, write_json, wr
 from pirf.models.backbone import UNetConfig
 from pirf.models.checkpoint import load_checkpoint, load_into, recover_checkpoint, save_checkpoint
 from pirf.models.denoiser import edm_loss, flow_matching_loss
-from pirf.models.factory import build_denoiser, describe
+from pirf.models.factory import build_denoiser, describe, from_description
 from pirf.pdes.base import check_seed
 from pirf.rewards import ResidualReward
 from pirf.training.ema import EMA, ema_beta
@@ -96,6 +96,7 @@ class PretrainConfig:
     p_std: float = 1.2
     flow_time_sampling: Literal["uniform", "logit-normal"] = "uniform"
     init: str = ""  # a model to continue from (its EMA weights); its architecture replaces `model`
+    init_kind: Literal["", "edm", "flow"] = ""  # "": the init's kind; else train its network as this kind
     physics_weight: float = 0.0  # c > 0: PIDM's loss, EDM + c R(x0_hat)^2 / (2 sigma) (`pirf.training.pidm`)
     seed: int = 0
     log_every: int = 25
@@ -192,7 +193,22 @@ def _initial_model(cfg: PretrainConfig, dataset: FieldDataset) -> torch.nn.Modul
             f"{theirs[2]}, the data set {info.path} is {mine[0]} at {mine[1]} with {mine[2]}",
             "continue a model on the data it was trained on (data.path of its record)",
         )
+    if cfg.init_kind and cfg.init_kind != _kind(model):
+        model = _as_kind(model, cfg.init_kind)
     return model.train()
+
+
+def _as_kind(model, kind: str):
+    """A model of ``kind`` ("edm" or "flow") whose network starts from ``model``'s weights.
+
+    A warm start, not a conversion: EDM's network predicts the preconditioned residual F, a flow
+    network the velocity eps - x0, so the outputs differ at first; the features of every layer
+    carry over and the new objective retrains the rest (`init_kind` in `PretrainConfig`).
+    """
+    described = describe(model) | {"kind": kind}
+    fresh = from_description(described)
+    fresh.backbone.load_state_dict(model.backbone.state_dict())
+    return fresh
 
 
 def _physics(cfg: PretrainConfig, model, dataset: FieldDataset) -> Physics | None:
