@@ -61,6 +61,14 @@ def test_resolve_model_specs(trained, tmp_path, monkeypatch):
     shipped.parent.mkdir(parents=True)
     shipped.write_bytes(b"")
     assert runner.resolve_model("poisson") == shipped
+    for variant in ("poisson-flow", "poisson-pirf"):  # the flow base and the fine-tune of the zoo
+        assert runner.zoo_pde(variant) == "poisson"
+        with pytest.raises(DataFileError, match=f"no shipped model '{variant}'"):
+            runner.resolve_model(variant)
+        (tmp_path / "zoo" / variant).mkdir()
+        (tmp_path / "zoo" / variant / "model.safetensors").write_bytes(b"")
+        assert runner.resolve_model(variant) == tmp_path / "zoo" / variant / "model.safetensors"
+    assert runner.zoo_pde("poisson-best") is None and runner.zoo_pde("flow") is None
 
     with pytest.raises(UnknownNameError, match="did you mean 'poisson'") as err:
         runner.resolve_model("poison")
