@@ -14,6 +14,11 @@ CHEAP = {
     "helmholtz": ({}, 16),
     "burgers": ({}, 16),
     "kolmogorov": ({"spinup": 1.0}, 16),
+    "darcy-paper": ({}, 16),
+    "poisson-paper": ({}, 16),
+    "helmholtz-paper": ({}, 16),
+    "burgers-paper": ({}, 16),
+    "kolmogorov-paper": ({"spinup": 1.0}, 16),
 }
 BUILTIN = sorted(CHEAP)
 
