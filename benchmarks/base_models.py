@@ -1,8 +1,12 @@
-"""Ship the base models: copy each trained run's EMA weights into the package (src/pirf/zoo/<pde>/)
-and write its card (CARD.md) with the `pirf evaluate` numbers at 20 and 80 Heun steps.
+"""Ship the base models: copy each trained run's EMA weights into the package (src/pirf/zoo/<name>/)
+and write its card (CARD.md) with the `pirf evaluate` numbers at 20 and 80 Heun steps and the
+targets of `benchmarks/base_targets.py` (32 samples at 20 steps against fresh held-out data).
 
-    pirf pretrain darcy                              # and the other four (configs/pretrain/*.yaml)
-    python benchmarks/base_models.py darcy poisson   # ~2-5 min per model on 2 cores
+    pirf pretrain darcy                              # and the others (configs/pretrain/*.yaml)
+    python benchmarks/base_models.py darcy poisson-flow   # ~3-6 min per model on 2 cores
+
+A name is a zoo entry: ``NAME`` (the EDM base, run folder runs/pretrain/NAME) or ``NAME-flow``
+(the flow base, runs/pretrain/NAME-flow); its pretraining config is configs/pretrain/<name>.yaml.
 
 The evaluation draws --n samples per step count from seed 0 and compares them with a held-out
 set solved fresh (seed = training seed + 10000, 256 samples) and with the training file
@@ -16,6 +20,8 @@ import json
 from pathlib import Path
 
 import yaml
+from base_targets import score as score_targets
+from base_targets import table as targets_table
 
 from pirf.config import resolve_config
 from pirf.evaluation.report import markdown_report, markdown_table, summary_rows
@@ -27,41 +33,63 @@ ZOO = ROOT / "src" / "pirf" / "zoo"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def ship(pde: str, run: Path) -> Path:
-    """The run's EMA weights and record (no optimizer, no raw weights) as zoo/<pde>/model."""
+def ship(name: str, run: Path) -> Path:
+    """The run's EMA weights and record (no optimizer, no raw weights) as zoo/<name>/model."""
     tensors, record = load_checkpoint(run / "model")
     keep = {k: v for k, v in tensors.items() if k.startswith("ema.")}
     record = {
         k: v for k, v in record.items() if k not in ("sha256", "format", "format_version", "pirf_version")
     }
-    return save_checkpoint(ZOO / pde / "model", keep, record)
+    return save_checkpoint(ZOO / name / "model", keep, record)
 
 
-def card(pde: str, report: dict, record: dict) -> str:
-    cfg = yaml.safe_load(resolve_config("pretrain", pde).read_text())
+KIND = {"edm": "An EDM denoiser", "flow": "A rectified-flow (flow-matching) model"}
+
+
+def _conditioning_line(record: dict) -> str:
+    fields = record["model"].get("conditioning", [])
+    if not fields:
+        return "- Conditioning fields: none"
+    names = ", ".join(f"`{f['name']}`" for f in fields)
+    return f"- Conditioning fields (fed beside the noisy fields, never generated): {names}"
+
+
+def card(name: str, report: dict, record: dict, targets: dict) -> str:
+    cfg = yaml.safe_load(resolve_config("pretrain", name).read_text())
     headers, rows = summary_rows(report)
-    size = (ZOO / pde / "model.safetensors").stat().st_size / 1e6
+    size = (ZOO / name / "model.safetensors").stat().st_size / 1e6
     minutes = record["train_seconds"] / 60
-    data = record["data"]
+    data, unet = record["data"], record["model"]["unet"]
+    pde = record["pde"]
     return "\n".join(
         [
-            f"# Base model: {pde}",
+            f"# Base model: {name}",
             "",
-            f"An EDM denoiser (U-Net {record['model']['unet']['base_channels']} base channels, "
-            f"levels {record['model']['unet']['channel_mult']}) for {pde} at "
-            f"{record['resolution']}x{record['resolution']}, trained by pirf on data it solved itself. "
-            f"EMA weights, {size:.1f} MB.",
+            f"{KIND[record['model']['kind']]} (U-Net {unet['base_channels']} base channels, "
+            f"levels {unet['channel_mult']}, attention at {unet['attention_resolutions']} and the "
+            f"bottleneck) for {pde} at {record['resolution']}x{record['resolution']}, trained by pirf on "
+            f"data it solved itself. EMA weights, {size:.1f} MB.",
             "",
-            f"- Retrain: `pirf pretrain {pde}` (config `src/pirf/configs/pretrain/{pde}.yaml`; "
+            f"- Retrain: `pirf pretrain {name}` (config `src/pirf/configs/pretrain/{name}.yaml`; "
             f"the data set is generated first if missing)",
             f"- Data: {data['n']} samples, seed {data['seed']}, solver: {data['solver']}",
             f"- PDE parameters: `{json.dumps(record['pde_params'])}`",
-            f"- Training: {record['step']} steps of batch {cfg['batch_size']}, "
-            f"{minutes:.0f} min on 2 CPU cores (wall time, shared with other jobs)",
+            _conditioning_line(record),
+            f"- Training: {record['step']} steps of batch {cfg['batch_size']}, lr {cfg['lr']} "
+            f"({cfg.get('lr_schedule', 'constant')}), {minutes:.0f} min on 2 CPU cores (wall time)",
+            f"- Use without pirf: `pirf export {name} DIR` (docs/export.md)",
+            "",
+            "## Targets (`python benchmarks/base_targets.py " + name + "`)",
+            "",
+            targets_table([targets]),
+            "",
+            "Spectrum: mean |log10 P_samples(k) / P_data(k)| over k = 1 .. R/2 (target <= 0.1); std: "
+            "samples' / data's (target within 15%); fidelity: pirf's score over the score of fresh data "
+            "against the same reference (target <= 2); NN ratio: memorization (>= 0.9).",
             "",
             "## `pirf evaluate` (held-out reference, seed 0)",
             "",
-            f"Command: `pirf evaluate {pde} --n {report['settings']['n']} --steps 20 --steps 80 --out DIR`",
+            f"Command: `pirf evaluate {name} --n {report['settings']['n']} --steps 20 --steps 80 --out DIR`",
             "",
             markdown_table(headers, rows),
             "",
@@ -81,21 +109,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("pdes", nargs="+")
+    parser.add_argument("names", nargs="+", help="zoo entries: darcy, poisson-flow, ...")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "pretrain")
     parser.add_argument("--n", type=int, default=128)
     args = parser.parse_args()
     results_path = RESULTS / "base_models.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    for pde in args.pdes:
-        path = ship(pde, args.runs / pde)
+    for name in args.names:
+        path = ship(name, args.runs / name)
         record = load_checkpoint(path)[1]
-        out = args.runs / pde / "evaluation"
-        report = evaluate(pde, n=args.n, steps=[20, 80], seed=0, out=out, overwrite=True, progress=False)
-        (ZOO / pde / "CARD.md").write_text(card(pde, report, record))
-        results[pde] = {"record": {k: record[k] for k in ("step", "train_seconds")}, "report": report}
+        out = args.runs / name / "evaluation"
+        report = evaluate(name, n=args.n, steps=[20, 80], seed=0, out=out, overwrite=True, progress=False)
+        targets = score_targets(name, n=32, steps=20, seed=0)
+        (ZOO / name / "CARD.md").write_text(card(name, report, record, targets))
+        results[name] = {
+            "record": {k: record[k] for k in ("step", "train_seconds")},
+            "report": report,
+            "targets": targets,
+        }
         results_path.write_text(json.dumps(results, indent=1))
-        print(f"{pde}: shipped {path} ({path.stat().st_size / 1e6:.1f} MB), card written")
+        print(f"{name}: shipped {path} ({path.stat().st_size / 1e6:.1f} MB), card written")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Pretraining: the loss falls, an interrupted-then-resumed run equals the uninterrupted one,
 and the exported model loads elsewhere with its provenance."""
 
+import importlib
 import itertools
 import json
 from dataclasses import replace
@@ -217,3 +218,32 @@ def test_a_flow_model_warm_starts_from_an_edm_network(poisson_file, tmp_path):
         edm.backbone.state_dict().items(), flow.backbone.state_dict().values(), strict=True
     ):
         assert torch.allclose(a, b, atol=1e-9), name  # one Adam step of size ~1e-12
+
+
+@pytest.mark.slow
+def test_a_compiled_network_keeps_its_weights_names_and_outputs():
+    """`compile: true` must not change what a checkpoint holds nor what the network computes."""
+    from pirf.training.pretrain import compile_network
+
+    model, _ = _kolmogorov_model()
+    keys = list(model.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        eager = model(x, 0.5)
+        compile_network(model)
+        compiled = model(x, 0.5)
+    assert list(model.state_dict()) == keys
+    assert torch.allclose(compiled, eager, atol=1e-4)
+
+
+def test_short_runs_stay_eager(poisson_file, tmp_path, monkeypatch):
+    """Compilation costs minutes: a run of fewer than COMPILE_MIN_STEPS steps skips it."""
+    module = importlib.import_module("pirf.training.pretrain")  # the package exports a same-named function
+
+    calls = []
+    monkeypatch.setattr(module, "compile_network", lambda model: calls.append(model))
+    pretrain(_config(poisson_file, tmp_path / "short", compile=True), progress=False)
+    assert calls == []
+    monkeypatch.setattr(module, "COMPILE_MIN_STEPS", 6)
+    pretrain(_config(poisson_file, tmp_path / "long", compile=True), progress=False)
+    assert len(calls) == 1

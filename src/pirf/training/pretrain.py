@@ -45,6 +45,9 @@ from pirf.training.progress import progress_bar
 from pirf.training.state import load_optimizer, optimizer_tensors, prefixed, unprefixed
 
 PERIODIC_AXES = {"dirichlet": None, "periodic": "xy", "periodic-x": "x"}
+COMPILE_MIN_STEPS = 200
+"""`torch.compile` costs minutes of warm-up on a CPU, about what 200 eager steps of the CPU base
+models take (`benchmarks/architecture_speed.py`): shorter runs (tests, smoke runs) stay eager."""
 
 
 @dataclass
@@ -102,7 +105,7 @@ class PretrainConfig:
     log_every: int = 25
     checkpoint_every: int = 250
     max_bad_steps: int = 10  # non-finite losses or gradients in a row before the run stops
-    compile: bool = False  # torch.compile the U-Net: faster on CPU (docs/models.md), needs a C++ compiler
+    compile: bool = False  # torch.compile the U-Net for runs of >= COMPILE_MIN_STEPS steps (docs/models.md)
 
 
 @dataclass
@@ -329,7 +332,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
         bad = BadSteps(int(record.get("bad_steps", 0)))
         if accelerator.is_main_process:  # drop what the run logged after its checkpoint: it is redone
             truncate_jsonl(run_dir / "metrics.jsonl", "step", start)
-    if cfg.compile:
+    if cfg.compile and cfg.steps - start >= COMPILE_MIN_STEPS:
         compile_network(model)
     model, optimizer = accelerator.prepare(model, optimizer)
     order = BatchOrder(len(dataset), cfg.batch_size, cfg.seed)
