@@ -6,7 +6,7 @@ import sys
 import h5py
 import pytest
 
-from pirf import cli, data
+from pirf import cli, data, pdes
 
 
 def run(argv, capsys):
@@ -89,7 +89,10 @@ def test_console_script_lists_pdes():
         capture_output=True,
         text=True,
         check=True,
-        env={"COLUMNS": "200", "PATH": ""},
+        env={"COLUMNS": "80", "PATH": ""},
     )
-    for name in ("burgers", "darcy", "helmholtz", "kolmogorov", "poisson"):
-        assert name in result.stdout
+    rows = result.stdout.splitlines()
+    assert max(len(row) for row in rows) <= 80
+    for name in pdes.names():  # whole names in the table at 80 columns, and each equation below it
+        assert any(f" {name} " in row for row in rows), name
+        assert any(row.startswith(f"{name}: ") for row in rows), name

@@ -95,19 +95,15 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
 def list_pdes() -> None:
     """List the registered PDE benchmarks."""
     table = Table(title="PDE benchmarks")
-    for col in ("name", "fields", "boundary", "CPU res.", "paper res.", "equation"):
-        table.add_column(col)
+    for col in ("name", "fields", "boundary", "resolution CPU / paper"):
+        table.add_column(col, no_wrap=True)
     for name in pdes.names():
         cls = pdes.get_class(name)
-        table.add_row(
-            name,
-            ", ".join(cls.fields),
-            cls.boundary,
-            str(cls.default_resolution),
-            str(cls.paper_resolution),
-            cls.description,
-        )
+        res = f"{cls.default_resolution} / {cls.paper_resolution}"
+        table.add_row(name, ", ".join(cls.fields), cls.boundary, res)
     console.print(table)
+    for name in pdes.names():  # the equations below the table: they wrap as text, not in a cell
+        console.print(f"[bold]{name}[/bold]: {escape(pdes.get_class(name).description)}", highlight=False)
 
 
 @data_app.command("generate")
