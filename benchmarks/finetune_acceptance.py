@@ -11,8 +11,12 @@ sampling noise, printed beside the change so that a "+30%" on a term that moves 
 read as such.
 
 Targets (issue 4): median residual MSE at most 1/10 of the base model's, over all pixels and on
-interior pixels; every fidelity term at most 1.2x the base model's. Each is reported as met or
-not; nothing is relaxed. Runs land in ``runs/acceptance/NAME``; ``--reuse`` keeps finished ones.
+interior pixels; every fidelity term at most 1.2x the base model's. Issue 24 adds the channels:
+the fidelity guard (`pirf.evaluation.guard`, with the shipped config's tolerances) judges each
+channel's spectrum, std and amplitude errors against the base's on the same ``n`` seeds; the
+tables show the worst channel's change beside the composite and the guard's verdict. Each is
+reported as met or not; nothing is relaxed. Runs land in ``runs/acceptance/NAME``; ``--reuse``
+keeps finished ones (a result from before issue 24 shows no channels).
 """
 
 from __future__ import annotations
@@ -25,8 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from pirf.demo import fidelity_terms, run_demo
+from pirf.evaluation import guard
+from pirf.evaluation.guard import JUDGED, GuardTolerances, channel_changes, worst_channel
+from pirf.evaluation.metrics import channel_terms
 from pirf.evaluation.report import markdown_table
 from pirf.evaluation.runner import run_evaluation
+from pirf.finetune.config import resolve_finetune_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RESIDUAL_TARGET = 10.0  # base / fine-tuned median residual MSE, all and interior pixels
@@ -34,8 +42,39 @@ FIDELITY_TOLERANCE = 0.2  # each fidelity term <= (1 + tolerance) x the base mod
 BENCHMARKS = ("darcy", "poisson", "helmholtz", "burgers", "kolmogorov")  # the shipped base models
 
 
+def scored(run: dict[str, Any]) -> dict[str, Any]:
+    """What the fidelity guard reads of one run of an evaluation report: score and channel terms."""
+    return {"fidelity": run["fidelity"]["fidelity_score"], "channels": channel_terms(run["fidelity"])}
+
+
+def judge_channels(
+    base: dict[str, Any], tuned: dict[str, Any], noise: dict[str, Any], tolerances: GuardTolerances
+) -> dict[str, Any]:
+    """The fidelity guard on base vs fine-tuned (same seeds): its verdict, the worst channel, and
+    each judged channel term with its limit and its sampling noise (base seeds 0 vs 1, relative)."""
+    verdict, worst = guard.judge(tuned, base, tolerances), worst_channel(tuned, base, tolerances)
+    changes = channel_changes(tuned["channels"], base["channels"], tolerances)
+    return {
+        "guard": verdict.to_dict(),
+        "worst": None if worst is None else {**vars(worst), "ratio": worst.ratio, "text": worst.short()},
+        "terms": [
+            {**vars(c), "met": c.value <= c.limit, "noise": noise.get(c.channel, {}).get(c.term, math.nan)}
+            for c in changes
+        ],
+        "tolerances": tolerances.to_dict(),
+    }
+
+
+def channel_noise(a: dict[str, Any], b: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """|b - a| / a per channel and judged term, of two sample sets of the same model."""
+    return {
+        name: {t: abs(b[name][t] - v[t]) / v[t] if v[t] > 0 else math.nan for t in JUDGED}
+        for name, v in a.items()
+    }
+
+
 def judge(comparison: dict[str, Any], noise: dict[str, float]) -> dict[str, Any]:
-    """Which targets a base-vs-fine-tuned comparison meets."""
+    """Which targets a base-vs-fine-tuned comparison meets (the composite terms)."""
     reductions = {r: comparison["residual"][r]["reduction"] for r in ("all", "interior")}
     terms = {
         name: {
@@ -63,26 +102,38 @@ def run_benchmark(name: str, n: int, out: Path, reuse: bool) -> dict[str, Any]:
     kw: dict[str, Any] = {"n": n, "steps": [demo["settings"]["steps"]], "progress": True}
     base_a = run_evaluation(name, seed=0, **kw).report
     base_b = run_evaluation(name, seed=1, **kw).report
+    tuned = run_evaluation(folder / "finetune" / "model.safetensors", seed=0, **kw).report
     a, b = fidelity_terms(base_a["runs"][0]), fidelity_terms(base_b["runs"][0])
     noise = {k: abs(b[k] - a[k]) / a[k] if a[k] > 0 else math.nan for k in a}
+    base, other = scored(base_a["runs"][0]), scored(base_b["runs"][0])
+    tolerances = GuardTolerances.of(resolve_finetune_config(name, "pirf").regularization)
     result = {
         "benchmark": name,
         "n": n,
         "demo": demo,
         "noise": noise,
         "verdict": judge(demo["comparison"], noise),
+        "channels": judge_channels(
+            base,
+            scored(tuned["runs"][0]),
+            channel_noise(base["channels"], other["channels"]),
+            tolerances,
+        ),
         "seconds": time.perf_counter() - t0,
     }
+    result["verdict"]["all_met"] = result["verdict"]["all_met"] and result["channels"]["guard"]["admissible"]
     (folder / "acceptance.json").write_text(json.dumps(result, indent=1, default=float))
     return result
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
-    """Two tables: residual per region, and fidelity terms with their sampling noise."""
-    res_rows, fid_rows = [], []
+    """Three tables: residual per region; the composite fidelity terms with their sampling noise;
+    each channel's judged terms with the guard's limits (and the worst channel beside the score)."""
+    res_rows, fid_rows, channel_rows = [], [], []
     for r in results:
         c, v, ft = r["demo"]["comparison"], r["verdict"], r["demo"]["finetune"]
         chosen = ft["selected"]["chosen"]
+        ch = r.get("channels")
         res_rows.append(
             [
                 r["benchmark"],
@@ -95,8 +146,25 @@ def markdown(results: list[dict[str, Any]]) -> str:
                     for g in ("all", "interior")
                 ),
                 "yes" if all(x["met"] for x in v["residual"].values()) else "no",
+                "{base:.3g} → {finetuned:.3g}".format(**c["fidelity"]["fidelity_score"]),
+                ch["worst"]["text"] if ch and ch["worst"] else "—",
+                _guard(ch),
             ]
         )
+        for t in ch["terms"] if ch else []:
+            unit = " dex" if t["term"] == "spectrum" else ""
+            channel_rows.append(
+                [
+                    r["benchmark"],
+                    t["channel"],
+                    t["term"] + unit,
+                    f"{t['base']:.3g}",
+                    f"{t['value']:.3g}",
+                    f"{t['limit']:.3g}",
+                    f"{100 * t['noise']:.0f}%" if math.isfinite(t["noise"]) else "—",
+                    "yes" if t["met"] else "**no**",
+                ]
+            )
         for term, t in v["fidelity"].items():
             f = c["fidelity"][term]
             fid_rows.append(
@@ -126,6 +194,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
                     "residual, all",
                     "residual, interior",
                     f">= {RESIDUAL_TARGET:.0f}x",
+                    "fidelity score",
+                    "worst channel",
+                    "guard per channel",
                 ],
                 res_rows,
             ),
@@ -146,8 +217,25 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 fid_rows,
             ),
             "",
+            "Per channel (issue 24): each channel's spectrum error (dex), relative std and amplitude "
+            "errors, base → fine-tuned on the same seeds; *limit*: max((1 + channel tolerance) x base, "
+            "base + margin), the fidelity guard's (`pirf.evaluation.guard`, docs/finetune.md); "
+            "*noise*: how much the term moves between the base model's seeds 0 and 1.",
+            "",
+            markdown_table(
+                ["benchmark", "channel", "term", "base", "fine-tuned", "limit", "noise", "within limit"],
+                channel_rows,
+            ),
+            "",
         ]
     )
+
+
+def _guard(channels: dict[str, Any] | None) -> str:
+    if not channels:
+        return "—"
+    verdict = channels["guard"]
+    return "admitted" if verdict["admissible"] else "**refused**: " + "; ".join(verdict["failures"])
 
 
 def main() -> None:

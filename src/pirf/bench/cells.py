@@ -8,8 +8,10 @@ per 100 samples, network calls per sample, whether gradients are needed).
 
 The guidance baselines get their fair chance (`sweep_dps`, `sweep_cocogen`): every setting of
 their grid is tried on other seeds (cfg.sweep_seed), and the setting with the lowest median
-residual whose fidelity score stays within ``fidelity_tolerance`` of the base model's on those
-seeds is the one the table reports. A setting that diverges is recorded as such.
+residual that the fidelity guard admits against the base model on those seeds
+(`pirf.evaluation.guard`: the score within ``fidelity_tolerance``, every channel's spectrum, std
+and amplitude errors within theirs) is the one the table reports; each trial records the guard's
+verdict. A setting that diverges is recorded as such.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pirf import pdes
 from pirf.bench.config import GRADIENT_ROWS, BenchConfig
 from pirf.data import read_fields
 from pirf.errors import NonFiniteError
+from pirf.evaluation.guard import GuardTolerances, admissible, judge
+from pirf.evaluation.metrics import channel_terms
 from pirf.evaluation.runner import (
     REFERENCE_SEED_OFFSET,
     Chain,
@@ -82,7 +86,8 @@ class BenchContext:
 
 # -- scoring ------------------------------------------------------------------------------------------
 def score(ctx: BenchContext, fields: np.ndarray) -> dict[str, Any]:
-    """Residual per region, fidelity score and terms, diversity ratio of physical ``fields``."""
+    """Residual per region, fidelity score and terms, every term per channel (``channels``,
+    `channel_terms`), diversity ratio of physical ``fields``."""
     result = score_samples(ctx.pde, fields, ctx.reference, ctx.floor)
     out: dict[str, Any] = {"n": result["n"], "nonfinite": result["nonfinite"]}
     residual = result.get("residual") or {}
@@ -92,6 +97,7 @@ def score(ctx: BenchContext, fields: np.ndarray) -> dict[str, Any]:
     fidelity = result.get("fidelity")
     out["fidelity"] = fidelity["fidelity_score"] if fidelity else None
     out["terms"] = fidelity["score_terms"] if fidelity else {}
+    out["channels"] = channel_terms(fidelity, ctx.pde.fields) if fidelity else {}
     out["diversity"] = fidelity["diversity"]["ratio"] if fidelity else None
     return out
 
@@ -174,21 +180,29 @@ def _try(ctx: BenchContext, make: Callable[[], np.ndarray]) -> dict[str, Any]:
     return {"diverged": result["nonfinite"] > 0, **result, "seconds": time.perf_counter() - t0}
 
 
-def admissible(result: dict[str, Any], base: dict[str, Any], tolerance: float) -> bool:
-    """Finite, and fidelity score (lower is better) within ``tolerance`` of the base model's."""
-    fid, ref = result.get("fidelity"), base.get("fidelity")
-    return not result.get("diverged") and fid is not None and ref is not None and fid <= ref * (1 + tolerance)
+def _tolerances(tolerance: float | GuardTolerances) -> GuardTolerances:
+    return tolerance if isinstance(tolerance, GuardTolerances) else GuardTolerances(fidelity=tolerance)
 
 
-def choose(trials: list[dict[str, Any]], base: dict[str, Any], tolerance: float) -> dict[str, Any]:
-    """The admissible trial with the lowest median residual; if none is admissible, the finite one
-    with the lowest residual, flagged ``"admissible": False``."""
+def judged(
+    trials: list[dict[str, Any]], base: dict[str, Any], tolerance: float | GuardTolerances
+) -> list[dict[str, Any]]:
+    """``trials``, each with ``guard``: the fidelity guard's verdict against ``base``."""
+    return [t | {"guard": judge(t, base, _tolerances(tolerance)).to_dict()} for t in trials]
+
+
+def choose(
+    trials: list[dict[str, Any]], base: dict[str, Any], tolerance: float | GuardTolerances
+) -> dict[str, Any]:
+    """The trial with the lowest median residual that the fidelity guard admits (``tolerance``:
+    `GuardTolerances`, or a float, the composite's, with the per-channel defaults); if none is
+    admissible, the finite one with the lowest residual, flagged ``"admissible": False``."""
     finite = [t for t in trials if not t.get("diverged") and t["residual"]]
     if not finite:
         raise NonFiniteError(
             "every setting of the guidance sweep diverged", "add smaller step sizes to the grid"
         )
-    kept = [t for t in finite if admissible(t, base, tolerance)]
+    kept = [t for t in finite if admissible(t, base, _tolerances(tolerance))]
     best = min(kept or finite, key=lambda t: t["residual"]["all"])
     return {**best["setting"], "admissible": bool(kept)}
 
@@ -203,10 +217,11 @@ def sweep_dps(cfg: BenchConfig, ctx: BenchContext, steps: int, base_sweep: dict)
             lambda chain=chain: draw(cfg, ctx, ctx.model, ctx.record, steps, sweep=True, chain=chain).fields,
         )
         trials.append({"setting": {"zeta": zeta}, **trial})
+    tolerances = GuardTolerances.of(cfg)
     return {
         "base": base_sweep,
-        "trials": trials,
-        "chosen": choose(trials, base_sweep, cfg.fidelity_tolerance),
+        "trials": judged(trials, base_sweep, tolerances),
+        "chosen": choose(trials, base_sweep, tolerances),
     }
 
 
@@ -235,10 +250,11 @@ def sweep_cocogen(
             trials.append(
                 {"setting": {"zeta": zeta, "corrections": m, "zeta_c": zeta_c}, **_try(ctx, corrected)}
             )
+    tolerances = GuardTolerances.of(cfg)
     return {
         "base": base_sweep,
-        "trials": trials,
-        "chosen": choose(trials, base_sweep, cfg.fidelity_tolerance),
+        "trials": judged(trials, base_sweep, tolerances),
+        "chosen": choose(trials, base_sweep, tolerances),
     }
 
 
@@ -252,6 +268,7 @@ __all__ = [
     "data_fields",
     "dps_chain",
     "draw",
+    "judged",
     "score",
     "sweep_cocogen",
     "sweep_dps",

@@ -35,6 +35,7 @@ NOREG = (
     "regularization.early_stopping=false",
     "regularization.alphas=[]",
     "regularization.fidelity_tolerance=1e9",
+    "regularization.channel_tolerance=1e9",
 )
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "pirf-k1": ("truncation.k=1",),
@@ -48,7 +49,8 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
 """Fine-tune overrides of each PIRF ablation, on top of the benchmark's shipped PIRF config.
 
 ``noreg`` drops the offline regularization (no EMA, no early stopping, no interpolation, no
-fidelity guard: the last weights); ``online`` puts lambda ||theta - theta_base||^2 in its place.
+fidelity guard on the score or the channels: the last weights; the table still marks what the
+guard would refuse); ``online`` puts lambda ||theta - theta_base||^2 in its place.
 Both keep the anchor on the channels the reward cannot see, which is part of the reward's design,
 not a weight regularization. ``n80`` fine-tunes at N = 80 with K = 14, the window that starts at
 the same noise level as K = 4 of 20 (sigma ~ 0.05), for 150 iterations: one costs ~4x one at N = 20
@@ -133,6 +135,9 @@ class BenchConfig:
     sweep_n: int = 32  # samples per setting of the guidance sweeps, seeds (sweep_seed, i)
     sweep_seed: int = 1
     fidelity_tolerance: float = 0.2  # a swept setting must keep fidelity within this of the base
+    channel_tolerance: float = 0.2  # ... and each channel's terms (`pirf.evaluation.guard`)
+    channel_spectrum_margin: float = 0.1  # dex
+    channel_moment_margin: float = 0.05  # relative std and amplitude errors
     n_reference: int = 256
     batch_size: int = 64
     device: str | None = None

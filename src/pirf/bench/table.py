@@ -3,7 +3,12 @@ cell) and ``table.md`` (a headline table and one detailed table per benchmark).
 
 Ratios are taken against the ``base`` row of the same benchmark and step count: ``x below base``
 = base residual / row residual (higher is better), ``fidelity / base`` = row fidelity score /
-base's (lower is better; 1.2 is PIRF's 20% guard).
+base's (lower is better; 1.2 is PIRF's 20% guard). Beside the composite, every row is judged by the
+fidelity guard against that base row, channel by channel (`pirf.evaluation.guard`, with the
+bench's tolerances): ``worst channel`` is the judged per-channel term nearest to or furthest past
+its limit (base -> row), ``guard`` says which channel and term the guard refuses. A row the guard
+refuses is marked ``✗`` in the headline table. Cells written before per-channel terms were kept
+are judged on the composite alone.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pirf.bench.config import ROWS
+from pirf.evaluation.guard import GuardTolerances, judge, worst_channel
 from pirf.evaluation.report import _num, atomic_write, markdown_table, write_json
 
 CSV_FIELDS = (
@@ -30,6 +36,9 @@ CSV_FIELDS = (
     "x_below_base",
     "fidelity",
     "fidelity_over_base",
+    "worst_channel",
+    "guard_admissible",
+    "guard_failures",
     "diversity",
     "seconds_per_100",
     "network_calls_per_sample",
@@ -50,19 +59,38 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b not in (None, 0) else None
 
 
-def with_ratios(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Cells with ``x_below_base`` and ``fidelity_over_base`` (against the same benchmark and steps)."""
+def with_ratios(
+    cells: list[dict[str, Any]], tolerances: GuardTolerances | None = None
+) -> list[dict[str, Any]]:
+    """Cells with ``x_below_base``, ``fidelity_over_base``, ``guard`` (the fidelity guard's verdict)
+    and ``worst_channel`` (against the base row of the same benchmark and steps)."""
     base = {(c["benchmark"], c["steps"]): c for c in cells if c["method"] == "base"}
+    tolerances = tolerances or GuardTolerances()
     out = []
     for c in cells:
         b = base.get((c["benchmark"], c["steps"]))
         mine = c["residual"].get("all")
+        worst = worst_channel(c, b, tolerances) if b else None
         extra = {
             "x_below_base": _ratio(b["residual"].get("all"), mine) if b and mine else None,
             "fidelity_over_base": _ratio(c.get("fidelity"), b.get("fidelity")) if b else None,
+            "guard": judge(c, b, tolerances).to_dict() if b else None,
+            "worst_channel": None
+            if worst is None
+            else {**vars(worst), "ratio": worst.ratio, "text": worst.short()},
         }
         out.append(c | extra)
     return out
+
+
+def _guard(c: dict[str, Any]) -> str:
+    """``ok``, or the refused channel terms (``f spectrum``; ``score`` for the composite)."""
+    guard = c.get("guard")
+    if guard is None:
+        return ""
+    if guard["admissible"]:
+        return "ok" if guard.get("per_channel") else "ok (score only)"
+    return "✗ " + "; ".join(guard["failures"])
 
 
 def _flat(c: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +102,9 @@ def _flat(c: dict[str, Any]) -> dict[str, Any]:
             k: c.get(k)
             for k in ("x_below_base", "fidelity", "fidelity_over_base", "diversity", "train_seconds")
         },
+        "worst_channel": (c.get("worst_channel") or {}).get("text"),
+        "guard_admissible": (c.get("guard") or {}).get("admissible"),
+        "guard_failures": "; ".join((c.get("guard") or {}).get("failures", [])),
         "seconds_per_100": cost.get("seconds_per_100"),
         "network_calls_per_sample": cost.get("network_calls_per_sample"),
         "gradients_at_test_time": cost.get("gradients"),
@@ -90,21 +121,28 @@ def _setting(setting: dict[str, Any] | None) -> str:
     return text + ("" if setting.get("admissible", True) else " (no setting kept fidelity)")
 
 
+def _refused(c: dict[str, Any]) -> bool:
+    return c.get("guard") is not None and not c["guard"]["admissible"]
+
+
 def headline(cells: list[dict[str, Any]]) -> str:
-    """Median residual MSE per method (rows) and benchmark x step count (columns)."""
+    """Median residual MSE per method (rows) and benchmark x step count (columns); ``✗`` marks a
+    cell the fidelity guard refuses against the base row (per channel or on the score)."""
     columns = sorted({(c["benchmark"], c["steps"]) for c in cells})
     by = {(c["method"], c["benchmark"], c["steps"]): c for c in cells}
     methods = [r for r in ROWS if any(c["method"] == r for c in cells)]
     headers = ["method", *[f"{b} N={s}" for b, s in columns]]
-    rows = [
-        [m, *[_num(by[(m, *col)]["residual"].get("all")) if (m, *col) in by else "" for col in columns]]
-        for m in methods
-    ]
+
+    def entry(c: dict[str, Any]) -> str:
+        return _num(c["residual"].get("all")) + (" ✗" if _refused(c) else "")
+
+    rows = [[m, *[entry(by[(m, *col)]) if (m, *col) in by else "" for col in columns]] for m in methods]
     return markdown_table(headers, rows)
 
 
 def detail(cells: list[dict[str, Any]], benchmark: str) -> str:
-    """One benchmark's cells: residual (all, interior), x below base, fidelity, diversity, cost."""
+    """One benchmark's cells: residual (all, interior), x below base, fidelity, its worst channel
+    and the guard's verdict, diversity, cost."""
     headers = [
         "method",
         "N",
@@ -113,6 +151,8 @@ def detail(cells: list[dict[str, Any]], benchmark: str) -> str:
         "x below base",
         "fidelity",
         "fid. / base",
+        "worst channel",
+        "guard",
         "diversity",
         "s / 100 samples",
         "calls / sample",
@@ -132,6 +172,8 @@ def detail(cells: list[dict[str, Any]], benchmark: str) -> str:
                 _num(c.get("x_below_base"), ".2f"),
                 _num(c.get("fidelity")),
                 _num(c.get("fidelity_over_base"), ".2f"),
+                (c.get("worst_channel") or {}).get("text", ""),
+                _guard(c) if c["method"] != "base" else "",
                 _num(c.get("diversity"), ".2f"),
                 _num(cost.get("seconds_per_100"), ".2f"),
                 _num(cost.get("network_calls_per_sample"), "d"),
@@ -146,7 +188,9 @@ def markdown(cells: list[dict[str, Any]]) -> str:
     parts = [
         "# pirf bench",
         "",
-        "Median residual MSE (physical units, all pixels) per method and benchmark at N sampler steps.",
+        "Median residual MSE (physical units, all pixels) per method and benchmark at N sampler steps; "
+        "✗: the fidelity guard refuses the row against the base model (a channel's spectrum, std or "
+        "amplitude error, or the score; see each benchmark's table).",
         "",
     ]
     parts += [headline(cells), ""]
@@ -155,9 +199,17 @@ def markdown(cells: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def write_tables(out: Path) -> dict[str, Any]:
-    """Write table.json, table.csv and table.md from the cells in ``out``; returns the JSON."""
-    cells = with_ratios(read_cells(out))
+def bench_tolerances(out: Path) -> GuardTolerances:
+    """The fidelity guard's tolerances of the bench in ``out`` (its ``config.json``; defaults
+    where it has none)."""
+    path = out / "config.json"
+    return GuardTolerances.of(json.loads(path.read_text()) if path.exists() else {})
+
+
+def write_tables(out: Path, tolerances: GuardTolerances | None = None) -> dict[str, Any]:
+    """Write table.json, table.csv and table.md from the cells in ``out``; returns the JSON.
+    Rows are judged with ``tolerances`` (default: the bench's own, `bench_tolerances`)."""
+    cells = with_ratios(read_cells(out), tolerances or bench_tolerances(out))
     table = {"cells": cells}
     write_json(out / "table.json", table)
     buffer = io.StringIO()
@@ -169,4 +221,4 @@ def write_tables(out: Path) -> dict[str, Any]:
     return table
 
 
-__all__ = ["detail", "headline", "markdown", "read_cells", "with_ratios", "write_tables"]
+__all__ = ["bench_tolerances", "detail", "headline", "markdown", "read_cells", "with_ratios", "write_tables"]

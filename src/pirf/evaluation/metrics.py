@@ -320,15 +320,19 @@ def _pairs(n: int, max_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return i, (i + rng.integers(1, n, size=max_pairs)) % n  # j != i
 
 
-def _mean_pair_distance(x: Fields, std: np.ndarray, max_pairs: int, seed: int, batch_size: int) -> float:
+def _mean_pair_distance(
+    x: Fields, std: np.ndarray, max_pairs: int, seed: int, batch_size: int
+) -> tuple[float, np.ndarray]:
+    """Mean over pairs of the standardized RMS distance: over all channels, and per channel ``[C]``."""
     i, j = _pairs(x.shape[0], max_pairs, seed)
     scale = _safe(std)[:, None, None]  # the standardization's mean cancels in a difference
-    total = 0.0
+    total, per_channel = 0.0, np.zeros(x.shape[1])
     for start in range(0, len(i), batch_size):
         xi, xj = _take(x, i[start : start + batch_size]), _take(x, j[start : start + batch_size])
-        diff = (xi - xj) / scale
-        total += np.sqrt((diff**2).mean(axis=(1, 2, 3))).sum()
-    return total / len(i)
+        squared = ((xi - xj) / scale) ** 2
+        total += np.sqrt(squared.mean(axis=(1, 2, 3))).sum()
+        per_channel += np.sqrt(squared.mean(axis=(2, 3))).sum(axis=0)
+    return total / len(i), per_channel / len(i)
 
 
 def diversity(
@@ -339,12 +343,14 @@ def diversity(
     *,
     pde: PDE | None = None,
     batch_size: int = 256,
-) -> dict[str, float]:
+) -> dict:
     """Mean pairwise RMS distance between samples (standardized), and its ratio to the reference's.
 
     All pairs when there are at most ``max_pairs``, else ``max_pairs`` seeded random pairs.
     Standardized with the reference's channel moments (the samples' own without a reference).
-    ``ratio`` ~ 1: as diverse as the data; ~ 0: collapse onto a few fields.
+    ``ratio`` ~ 1: as diverse as the data; ~ 0: collapse onto a few fields. With a reference,
+    ``channel_ratio`` holds the same ratio per channel (distances over that channel's pixels), so
+    one collapsed channel of several shows even where the joint ratio barely moves.
     """
     _check(samples, "samples", pde)
     if max_pairs < 1:
@@ -352,10 +358,14 @@ def diversity(
     if reference is not None:
         _check_pair(samples, reference, pde)
     std = channel_moments(samples if reference is None else reference, batch_size)[1]
-    out = {"mean_distance": _mean_pair_distance(samples, std, max_pairs, seed, batch_size)}
+    joint, per_channel = _mean_pair_distance(samples, std, max_pairs, seed, batch_size)
+    out: dict = {"mean_distance": joint}
     if reference is not None:
-        out["reference_mean_distance"] = _mean_pair_distance(reference, std, max_pairs, seed, batch_size)
-        out["ratio"] = out["mean_distance"] / max(out["reference_mean_distance"], 1e-300)
+        ref_joint, ref_channel = _mean_pair_distance(reference, std, max_pairs, seed, batch_size)
+        out["reference_mean_distance"] = ref_joint
+        out["ratio"] = joint / max(ref_joint, 1e-300)
+        ratios = per_channel / np.maximum(ref_channel, 1e-300)
+        out["channel_ratio"] = {name: float(r) for name, r in zip(_names(samples, pde), ratios, strict=True)}
     return out
 
 
@@ -431,6 +441,35 @@ def nearest_neighbour_distance(
 
 
 # -- 5. the bundle -------------------------------------------------------------------------------
+CHANNEL_TERMS = ("mean", "std", "amplitude", "spectrum", "sliced_wasserstein", "diversity")
+"""The fidelity terms `fidelity_report` gives per channel (``channel_terms``); 0 = the data."""
+
+
+def channel_terms(report: dict, names: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """Every fidelity term of one channel, for each channel (``names``; default: those of the
+    report), from a `fidelity_report` (or its JSON):
+
+    ``{channel: {mean, std, amplitude, spectrum, sliced_wasserstein, diversity}}`` with the
+    ``moments`` errors (mean in reference stds, std and amplitude relative), the spectrum error
+    (dex), the per-channel sliced W1 and |1 - the channel's diversity ratio|. The composite terms
+    average these over channels; a channel that leaves the data while the others improve shows
+    here and not there (`pirf.evaluation.guard` judges each channel on them).
+    """
+    m, div = report["moments"], report["diversity"].get("channel_ratio", {})
+    names = [k for k in report["spectrum_error"] if k != AGGREGATE] if names is None else names
+    return {
+        name: {
+            "mean": m[name]["mean_error"],
+            "std": m[name]["std_error"],
+            "amplitude": m[name]["amplitude_error"],
+            "spectrum": report["spectrum_error"][name],
+            "sliced_wasserstein": report["sliced_wasserstein"][name],
+            "diversity": abs(1.0 - div[name]) if name in div else math.nan,
+        }
+        for name in names
+    }
+
+
 def fidelity_report(
     pde: PDE,
     samples: Fields,
@@ -457,6 +496,11 @@ def fidelity_report(
     Held-out data of the same distribution score near 0 (the SW term keeps a small finite-sample
     floor); use it relatively, e.g. "score within 20% of the base model's". Memorization is
     reported but not scored (a copy is perfectly faithful; it is a separate guard).
+
+    Every term is there per channel too (`channel_terms` reads them off this report): the
+    averages above hide a channel that leaves the data while another improves (issue 24: a
+    Helmholtz fine-tune moved f's spectrum error 0.057 -> 0.938 dex at an unchanged score), so
+    the fidelity guard (`pirf.evaluation.guard`) judges the channels one by one as well as the score.
     """
     _check_pair(samples, reference, pde)
     kw = {"pde": pde, "batch_size": batch_size}

@@ -320,7 +320,11 @@ def _residual_section(run: dict[str, Any], floor: dict[str, dict[str, float]]) -
 
 
 def _fidelity_section(fidelity: dict[str, Any], fields: Sequence[str]) -> str:
+    """Every fidelity term per channel and over all channels (the guard judges each channel's
+    spectrum, std and amplitude errors: `pirf.evaluation.guard`), then diversity, phases, score."""
     m, spec, sw = fidelity["moments"], fidelity["spectrum_error"], fidelity["sliced_wasserstein"]
+    div = fidelity["diversity"]
+    per_channel = div.get("channel_ratio", {})
     rows = [
         [
             name,
@@ -329,6 +333,7 @@ def _fidelity_section(fidelity: dict[str, Any], fields: Sequence[str]) -> str:
             _num(m[name]["amplitude_error"]),
             _num(spec[name]),
             _num(sw[name]),
+            _num(per_channel.get(name)),
         ]
         for name in fields
     ]
@@ -341,11 +346,19 @@ def _fidelity_section(fidelity: dict[str, Any], fields: Sequence[str]) -> str:
             _num(a["amplitude_error"]),
             _num(spec["all"]),
             _num(sw["all"]),
+            _num(div.get("ratio")),
         ]
     )
-    headers = ["channel", "mean error", "std error", "amplitude error", "spectrum error (dex)", "sliced W1"]
+    headers = [
+        "channel",
+        "mean error",
+        "std error",
+        "amplitude error",
+        "spectrum error (dex)",
+        "sliced W1",
+        "diversity ratio",
+    ]
     lines = [markdown_table(headers, rows), ""]
-    div = fidelity["diversity"]
     lines.append(
         f"- diversity: mean pairwise distance {_num(div['mean_distance'])} "
         f"(reference {_num(div.get('reference_mean_distance'))}, ratio {_num(div.get('ratio'))})"

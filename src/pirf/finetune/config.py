@@ -54,9 +54,15 @@ class RegularizationConfig:
     not move away from what the base model makes from the same state (`fixed_channel_drift`).
     Offline: an EMA of the weights started from the base with
     ``ema_halflife_samples`` (0 = no EMA); early stopping keeps the evaluated weights with the
-    lowest held-out residual whose fidelity score stays within ``fidelity_tolerance`` (relative)
-    of the base model's; at the end the interpolations theta_base + alpha (theta_best -
-    theta_base) for ``alphas`` are scored the same way and the best candidate is saved.
+    lowest held-out residual that the fidelity guard admits; at the end the interpolations
+    theta_base + alpha (theta_best - theta_base) for ``alphas`` are scored the same way and the
+    best candidate is saved.
+
+    The guard (`pirf.evaluation.guard`): the fidelity score within ``fidelity_tolerance``
+    (relative) of the base model's, and on every channel the spectrum, std and amplitude errors
+    within max((1 + ``channel_tolerance``) x the base's, the base's + a margin):
+    ``channel_spectrum_margin`` dex for the spectrum, ``channel_moment_margin`` for the relative
+    std and amplitude errors.
     """
 
     online_lambda: float = 0.0
@@ -64,6 +70,9 @@ class RegularizationConfig:
     ema_halflife_samples: float = 400.0
     early_stopping: bool = True
     fidelity_tolerance: float = 0.2
+    channel_tolerance: float = 0.2
+    channel_spectrum_margin: float = 0.1
+    channel_moment_margin: float = 0.05
     alphas: tuple[float, ...] = (0.5, 0.75)
 
 

@@ -13,9 +13,11 @@ with equal local batches that is the global mean, as for one process.
 
 Regularization (PIRF Sec. 4.3): the online penalty lambda ||theta - theta_base||^2 is added to
 the loss; the EMA (from the base weights) is what periodic evaluation scores; early stopping
-keeps the best evaluated EMA weights whose fidelity score stays within the tolerance of the base
-model's; at the end, interpolations toward the base are scored too and the best candidate is
-written to ``model.safetensors``, with the reason in its record.
+keeps the best evaluated EMA weights that the fidelity guard admits (`pirf.evaluation.guard`: the
+fidelity score within the tolerance of the base model's, and every channel's spectrum, std and
+amplitude errors within theirs); at the end, interpolations toward the base are scored too and
+the best admissible candidate is written to ``model.safetensors``, with the reason in its record
+(and each refused candidate's failed channel and term in ``selection.json``).
 
 Run folder: ``config.json``, ``metrics.jsonl`` (iteration logs), ``evals.jsonl`` (evaluations),
 ``checkpoints/latest.*`` (everything to resume), ``checkpoints/best.*`` (early-stopping
@@ -42,6 +44,8 @@ from pirf.config import to_dict
 from pirf.data import read_fields
 from pirf.disk import checkpoint_bytes, require_space, tensor_bytes
 from pirf.errors import ConfigError, DataFileError, NonFiniteError, OutputExistsError
+from pirf.evaluation.guard import GuardTolerances, Verdict, admissible, judge, worst_channel
+from pirf.evaluation.metrics import channel_terms
 from pirf.evaluation.runner import load_model, record_pde, reference_for, score_samples
 from pirf.files import append_jsonl, crash_point, read_jsonl, truncate_jsonl, write_json, write_text
 from pirf.finetune.config import FinetuneConfig, check_method_name
@@ -157,25 +161,28 @@ def sample_eval_set(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> np.n
 
 def score(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> dict[str, Any]:
     """Held-out residual (median MSE, per region; projected as the reward sees the samples),
-    fidelity score and its terms (`fidelity_report`, lower is better) of ``model``'s eval samples."""
+    fidelity score, its terms and every term per channel (`fidelity_report`, lower is better) of
+    ``model``'s eval samples."""
     samples = sample_eval_set(ctx, model, cfg)
     floor = ctx.record.get("data", {}).get("floor") or {}
     result = score_samples(ctx.pde, samples, ctx.reference, floor)
     if result["nonfinite"] or result["fidelity"] is None:
-        return {"finite": False, "residual": math.inf, "fidelity": math.inf, "regions": {}, "terms": {}}
+        return {
+            "finite": False,
+            "residual": math.inf,
+            "fidelity": math.inf,
+            "regions": {},
+            "terms": {},
+            "channels": {},
+        }
     return {
         "finite": True,
         "residual": result["residual"]["all"]["median_mse"],
         "fidelity": result["fidelity"]["fidelity_score"],
         "regions": {k: v["median_mse"] for k, v in result["residual"].items()},
         "terms": result["fidelity"]["score_terms"],
+        "channels": channel_terms(result["fidelity"], ctx.pde.fields),
     }
-
-
-def admissible(candidate: dict[str, Any], base: dict[str, Any], tolerance: float) -> bool:
-    """The fidelity guard: a candidate may not lose more than ``tolerance`` (relative) of the base
-    model's fidelity score (lower is better)."""
-    return candidate["finite"] and candidate["fidelity"] <= base["fidelity"] * (1 + tolerance)
 
 
 # -- the loop ---------------------------------------------------------------------------------------
@@ -509,7 +516,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
                 if accelerator.is_main_process:
                     save(latest, done)
     state.seconds += time.perf_counter() - t0
-    selected = _select(ctx, cfg, state, best_path, ema, run_dir, accelerator)
+    selected = _select(ctx, cfg, state, best_path, ema, run_dir, accelerator, progress)
     accelerator.wait_for_everyone()
     checksum = weights_checksum(params).tolist()
     return FinetuneResult(run_dir, cfg.iterations, state.seconds, state.bad.total, selected, checksum)
@@ -549,19 +556,27 @@ def _evaluate(
     best_path: Path,
     accelerator: Accelerator,
 ) -> None:
-    """Score the EMA weights on the held-out seeds; keep them if they are the best admissible."""
+    """Score the EMA weights on the held-out seeds; keep them if they are the best the fidelity
+    guard admits. The guard's verdict (which channel and term failed) goes to ``evals.jsonl``."""
     result = score(ctx, weights, cfg)
+    verdict = judge(result, state.base_score, GuardTolerances.of(cfg.regularization))
     improved = (
         cfg.regularization.early_stopping
-        and admissible(result, state.base_score, cfg.regularization.fidelity_tolerance)
+        and verdict.ok
         and (state.best is None or result["residual"] < state.best["residual"])
     )
     if improved:
-        state.best = {"iteration": iteration, "residual": result["residual"], "fidelity": result["fidelity"]}
+        keep = ("residual", "fidelity", "channels")
+        state.best = {"iteration": iteration, **{k: result[k] for k in keep}}
     if accelerator.is_main_process:
-        append_jsonl(
-            run_dir / "evals.jsonl", {"iteration": iteration, "weights": "ema", **result, "best": improved}
-        )
+        line = {
+            "iteration": iteration,
+            "weights": "ema",
+            **result,
+            "guard": verdict.to_dict(),
+            "best": improved,
+        }
+        append_jsonl(run_dir / "evals.jsonl", line)
         if improved:
             save_checkpoint(best_path, weights.state_dict(), {"stage": "finetune-best", **state.best})
 
@@ -574,11 +589,13 @@ def _select(
     ema: EMA,
     run_dir: Path,
     accelerator: Accelerator,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Score the candidates (final EMA, early-stopping best, their interpolations toward the base)
     and write the admissible one with the lowest held-out residual as ``model.safetensors``. The
     base itself is a candidate: if nothing beats it within the fidelity guard, the base weights are
-    written and the record says so."""
+    written and the record says so. Each candidate's verdict (the channel and term that failed)
+    is recorded in ``selection.json`` and, with ``progress``, printed."""
     evals = read_jsonl(run_dir / "evals.jsonl")
     final_eval = next(
         e for e in reversed(evals) if e["weights"] == "ema" and e["iteration"] == state.iteration
@@ -593,8 +610,13 @@ def _select(
     for alpha in cfg.regularization.alphas:
         mixed = interpolate(anchor, ctx.base, alpha)
         candidates.append((anchor_name, alpha, mixed, score_state(ctx, mixed, cfg)))
-    tolerance = cfg.regularization.fidelity_tolerance
-    kept = [c for c in candidates if admissible(c[3], state.base_score, tolerance)]
+    tolerances = GuardTolerances.of(cfg.regularization)
+    verdicts = [judge(c[3], state.base_score, tolerances) for c in candidates]
+    kept = [c for c, v in zip(candidates, verdicts, strict=True) if v.ok]
+    if progress and accelerator.is_main_process:
+        for (n, a, _, _), v in zip(candidates, verdicts, strict=True):
+            if not v.ok:
+                print(f"fidelity guard refused {n} (alpha {a:g}): {'; '.join(v.failures)}", flush=True)
     if kept:
         name, alpha, weights, result = min(kept, key=lambda c: c[3]["residual"])
     else:
@@ -605,11 +627,17 @@ def _select(
             state.base_score,
         )
         weights = interpolate(anchor, ctx.base, 0.0)
+    base = state.base_score
     selected = {
-        "chosen": _summary(name, alpha, result),
-        "base": {"residual": state.base_score["residual"], "fidelity": state.base_score["fidelity"]},
-        "candidates": [_summary(n, a, r) for n, a, _, r in candidates],
-        "fidelity_tolerance": tolerance,
+        "chosen": _summary(name, alpha, result, base, tolerances),
+        "base": {
+            "residual": base["residual"],
+            "fidelity": base["fidelity"],
+            "channels": base.get("channels"),
+        },
+        "candidates": [_summary(n, a, r, base, tolerances) for n, a, _, r in candidates],
+        "fidelity_tolerance": tolerances.fidelity,
+        "guard": tolerances.to_dict(),
     }
     if accelerator.is_main_process:
         tensors = {**prefixed("ema", weights), **prefixed("model", ctx.model.state_dict())}
@@ -623,8 +651,21 @@ def _select(
     return selected
 
 
-def _summary(name: str, alpha: float, result: dict[str, Any]) -> dict[str, Any]:
-    return {"weights": name, "alpha": alpha, "residual": result["residual"], "fidelity": result["fidelity"]}
+def _summary(
+    name: str, alpha: float, result: dict[str, Any], base: dict[str, Any], tolerances: GuardTolerances
+) -> dict[str, Any]:
+    """One candidate of the selection: its scores, the guard's verdict and its worst channel."""
+    verdict: Verdict = judge(result, base, tolerances)
+    worst = worst_channel(result, base, tolerances)
+    return {
+        "weights": name,
+        "alpha": alpha,
+        "residual": result["residual"],
+        "fidelity": result["fidelity"],
+        "admissible": verdict.ok,
+        "failures": list(verdict.failures),
+        "worst_channel": worst.short() if worst is not None else None,
+    }
 
 
 def score_state(ctx: Context, weights: dict[str, Tensor], cfg: FinetuneConfig) -> dict[str, Any]:
