@@ -425,3 +425,23 @@ def test_every_wrong_type_says_what_to_give(override):
     with pytest.raises(ConfigError) as err:
         load_config(StageConfig, overrides=[override])
     assert err.value.fix
+
+
+def test_an_alias_bomb_is_refused_before_anything_walks_it(tmp_path):
+    """Nine lines of nested aliases stand for 9^9 values: refused while composing, before any walk."""
+    from pirf.config import MAX_YAML_ALIASES, read_yaml
+
+    lines = ['a: &a ["lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="aliases"):
+        read_yaml(bomb)
+    assert time.perf_counter() - t0 < 1.0
+    few = tmp_path / "few.yaml"
+    few.write_text(
+        "base: &lr 1.0e-4\nlr: *lr\n" + "".join(f"x{i}: *lr\n" for i in range(MAX_YAML_ALIASES - 1))
+    )
+    assert read_yaml(few)["lr"] == 1e-4

@@ -66,8 +66,28 @@ _FLOAT_RE = re.compile(
 )
 
 
+MAX_YAML_ALIASES = 64
+"""Aliases (``*name``) one YAML document may use. A config needs few; nine nested lines of them
+(a "billion laughs" document) stand for 10^9 values, which any walk over the loaded data (merging,
+checking keys, printing) would expand. Past this count the document is refused."""
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe loader whose floats and booleans follow YAML 1.2 (PyYAML reads ``1e-4`` as a string)."""
+    """Safe loader whose floats and booleans follow YAML 1.2 (PyYAML reads ``1e-4`` as a string)
+    and that refuses documents with more than `MAX_YAML_ALIASES` aliases."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > MAX_YAML_ALIASES:
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"more than {MAX_YAML_ALIASES} aliases (*name) in one document",
+                    event.start_mark,
+                )
+        return super().compose_node(parent, index)
 
 
 _Loader.yaml_implicit_resolvers = {
