@@ -64,3 +64,42 @@ def test_demo_meets_the_darcy_target(tmp_path):
     assert c["residual"]["interior"]["reduction"] >= 10
     score = c["fidelity"]["fidelity_score"]
     assert score["finetuned"] <= 1.2 * score["base"]
+
+
+def test_an_interrupted_demo_resumes_to_the_same_report(tiny_poisson_model, tmp_path, monkeypatch):
+    """Ctrl-C during the fine-tune, then `--resume`: the fine-tune continues from its last
+    checkpoint and the comparison equals an uninterrupted demo's."""
+    import pirf.finetune.loop as loop
+
+    args = {"overrides": [f"base={tiny_poisson_model}", *FAST, "checkpoint_every=4"], "n": 8, "steps": 8}
+    whole = run_demo("poisson", tmp_path / "whole", progress=False, **args)
+    hits = {"n": 0}
+    real = loop.crash_point
+
+    def interrupt(name, where=""):
+        hits["n"] += name == "finetune.iteration"
+        if hits["n"] == 7:  # after the checkpoint at iteration 4
+            raise KeyboardInterrupt
+        real(name, where)
+
+    monkeypatch.setattr(loop, "crash_point", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo("poisson", tmp_path / "cut", progress=False, **args)
+    with pytest.raises(OutputExistsError, match="--overwrite"):  # without --resume: refused
+        run_demo("poisson", tmp_path / "cut", progress=False, **args)
+    resumed = run_demo("poisson", tmp_path / "cut", resume=True, progress=False, **args)
+    assert resumed["comparison"]["residual"] == whole["comparison"]["residual"]
+    assert resumed["comparison"]["fidelity"] == whole["comparison"]["fidelity"]
+
+
+def test_ctrl_c_says_how_to_resume(monkeypatch, capsys, tmp_path):
+    import pirf.demo
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pirf.demo, "run_demo", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--out", str(tmp_path / "d")])
+    assert exit_info.value.code == 130
+    assert f"pirf demo --benchmark darcy --out {tmp_path / 'd'} --resume" in capsys.readouterr().out

@@ -456,12 +456,21 @@ def demo_command(
     n: Annotated[int, typer.Option("--n", help="samples per model in the comparison")] = 64,
     steps: Annotated[int, typer.Option(help="Heun steps of the comparison")] = 20,
     overwrite: Annotated[bool, typer.Option(help="replace an earlier demo in OUT")] = False,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted demo in OUT")] = False,
 ) -> None:
     """Fine-tune a shipped base model with PIRF and compare it to the base: residual per region
     beside the data floor, fidelity, figures. Minutes on a CPU."""
     from pirf.demo import run_demo
 
-    report = run_demo(benchmark, out, overrides=overrides or [], n=n, steps=steps, overwrite=overwrite)
+    try:
+        report = run_demo(
+            benchmark, out, overrides=overrides or [], n=n, steps=steps, overwrite=overwrite, resume=resume
+        )
+    except KeyboardInterrupt:
+        again = " ".join(["pirf demo", *(overrides or []), f"--benchmark {benchmark} --out {out} --resume"])
+        console.print("\ninterrupted; continue where it stopped with:")
+        console.print(f"  {escape(again)}", highlight=False, soft_wrap=True)  # one line, to copy
+        raise typer.Exit(130) from None
     c = report["comparison"]
     table = Table(title=f"PIRF on {benchmark}: median residual MSE at {steps} Heun steps ({n} samples)")
     for col in ("region", "data floor", "base", "PIRF", "reduction"):

@@ -105,16 +105,22 @@ def run_demo(
     n: int = 64,
     steps: int = 20,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune ``benchmark``'s shipped model with PIRF and compare it to the base (see module)."""
+    """Fine-tune ``benchmark``'s shipped model with PIRF and compare it to the base (see module).
+
+    ``resume`` continues an interrupted demo in ``out``: the fine-tune from its last checkpoint
+    (the same numbers as an uninterrupted run), then the comparison, written anew."""
     t0 = time.perf_counter()
     out = Path(out)
     cfg = resolve_finetune_config(benchmark, "pirf", None, [f"out={out / 'finetune'}", *overrides])
-    check_outputs(out, (*DEMO_FILES, "finetune"), overwrite)
-    if overwrite and (out / "finetune").exists():
+    resuming = resume and (out / "finetune" / "config.json").exists()
+    if not resuming:
+        check_outputs(out, (*DEMO_FILES, "finetune"), overwrite)
+    if overwrite and not resuming and (out / "finetune").exists():
         shutil.rmtree(out / "finetune")
-    result = finetune(cfg, progress=progress)
+    result = finetune(cfg, resume=resuming, progress=progress)
     kw: dict[str, Any] = {"n": n, "steps": [steps], "seed": 0, "progress": progress}
     base = run_evaluation(cfg.base, **kw)
     tuned = run_evaluation(result.run_dir / "model.safetensors", **kw)
