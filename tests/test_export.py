@@ -117,7 +117,10 @@ def test_export_of_a_saved_model_loads_the_same_network(tmp_path):
     loaded, loaded_record, _ = load_model(path)
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(loaded(x, 0.7), model(x, 0.7))
-    _same_samples_and_residual(loaded, loaded_record, tmp_path, steps=2)
+    folder = export_model(loaded, loaded_record, tmp_path / "export")
+    meta = json.loads((folder / "pirf.json").read_text())
+    assert [c["name"] for c in meta["conditioning"]] == ["sin(4y)", "cos(4y)"]
+    assert [c["channel"] for c in meta["conditioning"]] == [3, 4]
 
 
 def test_export_refuses_an_existing_folder_and_leaves_nothing_half_made(tmp_path):
