@@ -247,3 +247,13 @@ def test_short_runs_stay_eager(poisson_file, tmp_path, monkeypatch):
     monkeypatch.setattr(module, "COMPILE_MIN_STEPS", 6)
     pretrain(_config(poisson_file, tmp_path / "long", compile=True), progress=False)
     assert len(calls) == 1
+
+
+def test_ema_half_life_ramps_up_with_the_samples_seen():
+    """EDM's ramp: half-life min(H, r x seen), so early weights are forgotten fast."""
+    from pirf.training.ema import ema_beta
+
+    assert ema_beta(32, 20_000.0) == pytest.approx(0.5 ** (32 / 20_000))
+    assert ema_beta(32, 20_000.0, seen=1_000, rampup=0.05) == pytest.approx(0.5 ** (32 / 50))
+    assert ema_beta(32, 20_000.0, seen=10**7, rampup=0.05) == pytest.approx(0.5 ** (32 / 20_000))
+    assert ema_beta(32, 20_000.0, seen=1_000, rampup=0.0) == ema_beta(32, 20_000.0)

@@ -8,10 +8,22 @@ import torch
 from torch import nn
 
 
-def ema_beta(batch_size: int, halflife_samples: float) -> float:
+def ema_beta(
+    batch_size: int, halflife_samples: float, seen: float | None = None, rampup: float = 0.0
+) -> float:
     """Per-step decay so that a weight's influence halves every ``halflife_samples`` samples
-    (EDM's ``ema_halflife_kimg`` convention): beta = 0.5 ** (batch_size / halflife)."""
-    return 0.5 ** (batch_size / halflife_samples) if halflife_samples > 0 else 0.0
+    (EDM's ``ema_halflife_kimg`` convention): beta = 0.5 ** (batch_size / halflife).
+
+    With ``rampup`` > 0 and ``seen`` samples trained so far, the half-life is
+    min(halflife, rampup * seen) (EDM's ``ema_rampup_ratio``, Karras et al. 2022, training code):
+    early in a run the average forgets the rapidly improving first weights, so a short run's EMA
+    does not lag behind its own training.
+    """
+    if halflife_samples <= 0:
+        return 0.0
+    if rampup > 0 and seen is not None:
+        halflife_samples = min(halflife_samples, max(rampup * seen, 1e-8))
+    return 0.5 ** (batch_size / halflife_samples)
 
 
 class EMA:

@@ -95,6 +95,7 @@ class PretrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     ema_halflife_samples: float = 10_000.0
+    ema_rampup: float = 0.0  # > 0: half-life min(ema_halflife_samples, ema_rampup x samples seen) (EDM: 0.05)
     p_mean: float = -1.2
     p_std: float = 1.2
     flow_time_sampling: Literal["uniform", "logit-normal"] = "uniform"
@@ -336,7 +337,6 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
         compile_network(model)
     model, optimizer = accelerator.prepare(model, optimizer)
     order = BatchOrder(len(dataset), cfg.batch_size, cfg.seed)
-    beta = ema_beta(cfg.batch_size, cfg.ema_halflife_samples)
     rank, world = accelerator.process_index, accelerator.num_processes
     losses: list[torch.Tensor] = pending  # losses since the last log line (kept across a resume)
     physics_terms: list[torch.Tensor] = []
@@ -365,6 +365,8 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
             loss, physics_term = _loss(model, kind, x0, cfg, generator, physics, norm)
             if _guarded_step(accelerator, model, optimizer, loss, cfg.grad_clip):
                 bad.record(True)
+                seen = (step + 1) * cfg.batch_size
+                beta = ema_beta(cfg.batch_size, cfg.ema_halflife_samples, seen, cfg.ema_rampup)
                 ema.update(accelerator.unwrap_model(model), beta)
                 losses.append(loss.detach())
                 if physics_term is not None:
