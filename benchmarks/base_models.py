@@ -33,13 +33,15 @@ ZOO = ROOT / "src" / "pirf" / "zoo"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def ship(name: str, run: Path) -> Path:
-    """The run's EMA weights and record (no optimizer, no raw weights) as zoo/<name>/model."""
+def ship(name: str, run: Path, weights: str = "ema") -> Path:
+    """The run's EMA weights (or, ``weights="model"``, its final training weights) and record (no
+    optimizer) as zoo/<name>/model, stored under the ``ema.`` prefix every loader reads; the
+    record's ``shipped_weights`` says which they are."""
     tensors, record = load_checkpoint(run / "model")
-    keep = {k: v for k, v in tensors.items() if k.startswith("ema.")}
+    keep = {"ema." + k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"{weights}.")}
     record = {
         k: v for k, v in record.items() if k not in ("sha256", "format", "format_version", "pirf_version")
-    }
+    } | {"shipped_weights": weights}
     return save_checkpoint(ZOO / name / "model", keep, record)
 
 
@@ -112,11 +114,17 @@ def main() -> None:
     parser.add_argument("names", nargs="+", help="zoo entries: darcy, poisson-flow, ...")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "pretrain")
     parser.add_argument("--n", type=int, default=128)
+    parser.add_argument(
+        "--weights",
+        choices=("ema", "model"),
+        default="ema",
+        help="ship the EMA or the last weights",
+    )
     args = parser.parse_args()
     results_path = RESULTS / "base_models.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for name in args.names:
-        path = ship(name, args.runs / name)
+        path = ship(name, args.runs / name, args.weights)
         record = load_checkpoint(path)[1]
         out = args.runs / name / "evaluation"
         report = evaluate(name, n=args.n, steps=[20, 80], seed=0, out=out, overwrite=True, progress=False)
