@@ -46,6 +46,7 @@ def ship(name: str, run: Path, weights: str = "ema") -> Path:
 
 
 KIND = {"edm": "An EDM denoiser", "flow": "A rectified-flow (flow-matching) model"}
+WEIGHTS = {"ema": "EMA weights", "model": "The final training weights (scored better than the EMA)"}
 
 
 def _conditioning_line(record: dict) -> str:
@@ -70,7 +71,7 @@ def card(name: str, report: dict, record: dict, targets: dict) -> str:
             f"{KIND[record['model']['kind']]} (U-Net {unet['base_channels']} base channels, "
             f"levels {unet['channel_mult']}, attention at {unet['attention_resolutions']} and the "
             f"bottleneck) for {pde} at {record['resolution']}x{record['resolution']}, trained by pirf on "
-            f"data it solved itself. EMA weights, {size:.1f} MB.",
+            f"data it solved itself. {WEIGHTS[record.get('shipped_weights', 'ema')]}, {size:.1f} MB.",
             "",
             f"- Retrain: `pirf pretrain {name}` (config `src/pirf/configs/pretrain/{name}.yaml`; "
             f"the data set is generated first if missing)",
