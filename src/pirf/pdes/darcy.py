@@ -215,17 +215,22 @@ class Darcy(PDE):
                 f"darcy: unknown residual_form {self.residual_form!r}",
                 f"use one of: {', '.join(RESIDUAL_FORMS)}",
             )
+        self._check_phases_and_solver(min_fine_nodes=3, example="refine=4, max_fine_nodes=257")
+
+    def _check_phases_and_solver(self, min_fine_nodes: int, example: str) -> None:
+        """Refuse permeabilities that are not 0 < a_low < a_high and a solver refinement that is
+        not an integer >= 1 on a fine grid of at least ``min_fine_nodes`` per side."""
         if not 0 < self.a_low < self.a_high:
             raise ConfigError(
-                f"darcy: need 0 < a_low < a_high, got a_low={self.a_low}, a_high={self.a_high}",
+                f"{self.name}: need 0 < a_low < a_high, got a_low={self.a_low}, a_high={self.a_high}",
                 "use positive permeabilities with a_low below a_high (DiffusionPDE: 3 and 12)",
             )
         integers = all(isinstance(v, (int, np.integer)) for v in (self.refine, self.max_fine_nodes))
-        if not integers or self.refine < 1 or self.max_fine_nodes < 3:
+        if not integers or self.refine < 1 or self.max_fine_nodes < min_fine_nodes:
             raise ConfigError(
-                f"darcy: refine={self.refine!r} must be an integer >= 1 and "
-                f"max_fine_nodes={self.max_fine_nodes!r} at least 3",
-                "use e.g. refine=4, max_fine_nodes=257 (refine=1 solves on the output grid itself)",
+                f"{self.name}: refine={self.refine!r} must be an integer >= 1 and "
+                f"max_fine_nodes={self.max_fine_nodes!r} at least {min_fine_nodes}",
+                f"use e.g. {example} (refine=1 solves on the output grid itself)",
             )
 
     # -- grid and generation ---------------------------------------------------------------

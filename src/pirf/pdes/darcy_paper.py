@@ -147,18 +147,7 @@ class DarcyPaper(Darcy):
                 f"darcy-paper: coefficient={self.coefficient!r} is not supported",
                 "use coefficient='cells' (a constant on each pixel; the paper's data give a per pixel)",
             )
-        if not 0 < self.a_low < self.a_high:
-            raise ConfigError(
-                f"darcy-paper: need 0 < a_low < a_high, got a_low={self.a_low}, a_high={self.a_high}",
-                "use positive permeabilities with a_low below a_high (DiffusionPDE: 3 and 12)",
-            )
-        integers = all(isinstance(v, (int, np.integer)) for v in (self.refine, self.max_fine_nodes))
-        if not integers or self.refine < 1 or self.max_fine_nodes < 8:
-            raise ConfigError(
-                f"darcy-paper: refine={self.refine!r} must be an integer >= 1 and "
-                f"max_fine_nodes={self.max_fine_nodes!r} at least 8",
-                "use e.g. refine=3, max_fine_nodes=400 (refine=1 solves on the output grid itself)",
-            )
+        self._check_phases_and_solver(min_fine_nodes=8, example="refine=3, max_fine_nodes=400")
 
     def grid(self, resolution: int) -> Grid:
         return cell_centred_grid(resolution)
