@@ -44,7 +44,9 @@ from pirf.evaluation.metrics import (
     nearest_neighbour_distance,
     power_spectrum,
 )
-from pirf.evaluation.runner import generate_samples, held_out_reference, load_model
+from pirf.evaluation.reference import held_out_reference
+from pirf.models.loading import load_model
+from pirf.sampling.draw import generate_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "base_targets.json"

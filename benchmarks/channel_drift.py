@@ -44,11 +44,14 @@ from torch import Tensor
 from pirf.data import read_fields
 from pirf.errors import ConfigError
 from pirf.evaluation.metrics import power_spectrum, spectrum_error
+from pirf.evaluation.reference import reference_for
 from pirf.evaluation.report import markdown_table
-from pirf.evaluation.runner import generate_samples, load_model, record_pde, reference_for
 from pirf.finetune.loop import fixed_channels
+from pirf.models.loading import load_model
+from pirf.models.record import record_pde
 from pirf.rewards import RewardConfig, make_reward
 from pirf.sampling import SampleOutput, sample_heun
+from pirf.sampling.draw import generate_samples
 
 
 def shells_to_show(k_max: int) -> list[int]:

@@ -1,13 +1,19 @@
 """Seconds per fine-tuning iteration of every row of a family bench (`pirf bench --family rsm`),
-timed alone, so that the comparison's compute axis does not depend on what else shared the machine
-while the bench ran.
+re-timed paired, so that the comparison's compute axis does not depend on what else shared the
+machine while the bench ran.
 
     python benchmarks/family_cost.py runs/bench/cpu-family40 --benchmark darcy --threads 1
 
-For each finished family row of OUT (its stored ``models/<benchmark>/<row>/config.json``), this
-runs the same fine-tuning config in its own process for 1 warm-up iteration and ``--iterations``
-timed ones (full iterations of the loop: rollout, reward, every optimizer step of the method, EMA;
-no evaluation), and writes OUT/family_cost_<benchmark>.json: {row: seconds per iteration}.
+For each finished family row of OUT (its stored ``models/<benchmark>/<row>/config.json``), a call
+runs the same fine-tuning config in this process for ``--iterations`` + 1 iterations (full
+iterations of the loop: rollout, reward, every optimizer step of the method, EMA; no evaluation)
+and returns the seconds per iteration after the first, read from the loop's own clock in
+metrics.jsonl (the set-up and the final model selection are not counted). The rows are timed
+paired (`pirf.evaluation.timing.paired_timing`): ``--warmup`` untimed calls of each row, then
+``--pairs`` rounds in which every row runs one call, back to back, the order rotated by one place
+each round. Writes OUT/family_cost_<benchmark>.json (or ``--result``): {"seconds_per_iteration":
+{row: median over the rounds}, ...} with the range and "x_pirf", the median over the rounds of
+the ratio to pirf's call *of the same round* (interquartile range and range).
 `pirf.bench.figures.plot_family` then puts the training-seconds axis at iteration x that cost.
 """
 
@@ -15,23 +21,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+REFERENCE = "pirf"
 
-def time_row(config_path: Path, iterations: int, threads: int) -> float:
+
+def time_row(config_path: Path, iterations: int) -> float:
     """Seconds per iteration of the fine-tune stored at ``config_path`` (mean of ``iterations``
-    after one warm-up), read from the loop's own clock in metrics.jsonl."""
-    import torch
-
+    after the run's first), read from the loop's own clock in metrics.jsonl."""
     from pirf.config import load_config
     from pirf.files import read_jsonl
     from pirf.finetune import finetune
     from pirf.finetune.config import FinetuneConfig
 
-    torch.set_num_threads(threads)
     stored = json.loads(config_path.read_text())
     with tempfile.TemporaryDirectory() as scratch:
         overrides = [
@@ -54,27 +58,68 @@ def main() -> None:
     )
     parser.add_argument("out", type=Path, help="a family bench's folder")
     parser.add_argument("--benchmark", default="darcy")
-    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=3, help="timed iterations per call")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--pairs", type=int, default=3, help="timed rounds (each runs every row once)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="untimed calls of each row first (each call drops its first iteration)",
+    )
+    parser.add_argument("--rows", nargs="*", help="only these rows (default: every finished one)")
+    parser.add_argument(
+        "--result", type=Path, help="where to write (default OUT/family_cost_<benchmark>.json)"
+    )
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(time_row(args.one, args.iterations, args.threads)))
-        return
-    from pirf.bench.config import FAMILY
+    import torch
 
-    costs = {}
+    from pirf.bench.config import FAMILY
+    from pirf.evaluation.timing import Measurement, method_note, paired_timing
+
+    torch.set_num_threads(args.threads)
+    calls: dict[str, Callable[[], float]] = {}
     for row in ("pirf", *FAMILY):
         config = args.out / "models" / args.benchmark / row / "config.json"
-        if not config.exists():
-            continue
-        cmd = [sys.executable, __file__, str(args.out), "--one", str(config)]
-        cmd += ["--iterations", str(args.iterations), "--threads", str(args.threads)]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        costs[row] = json.loads(result.strip().splitlines()[-1])
-        print(f"{row}: {costs[row]:.2f} s / iteration", flush=True)
-    record = {"threads": args.threads, "iterations": args.iterations, "seconds_per_iteration": costs}
-    (args.out / f"family_cost_{args.benchmark}.json").write_text(json.dumps(record, indent=1))
+        if config.exists() and (not args.rows or row in args.rows):
+            calls[row] = lambda config=config: time_row(config, args.iterations)
+    if not calls:
+        raise SystemExit(f"no finished family row under {args.out / 'models' / args.benchmark}")
+    reference = REFERENCE if REFERENCE in calls else next(iter(calls))
+
+    def report(r: int, name: str, m: Measurement) -> None:
+        print(f"round {r + 1}/{args.pairs}: {m.seconds:.2f} s / iteration  {name}", flush=True)
+
+    timings = paired_timing(calls, reference, args.pairs, args.warmup, report=report)
+    summaries = timings.summaries()
+    call = f"call (a fine-tuning run of {args.iterations} + 1 iterations, the first dropped)"
+    record = {
+        "threads": args.threads,
+        "iterations": args.iterations,
+        "pairs": args.pairs,
+        "warmup": args.warmup,
+        "measured": method_note(args.pairs, args.warmup, reference, call=call),
+        "seconds_per_iteration": {row: s.median for row, s in summaries.items()},
+        "seconds_per_iteration_range": {row: [s.min, s.max] for row, s in summaries.items()},
+        f"x_{reference}": {
+            row: {
+                "median": s.ratio_median,
+                "q1": s.ratio_q1,
+                "q3": s.ratio_q3,
+                "min": s.ratio_min,
+                "max": s.ratio_max,
+            }
+            for row, s in summaries.items()
+        },
+        "rounds": timings.to_dict(),
+    }
+    for row, s in summaries.items():
+        print(
+            f"{row}: {s.median:.2f} s / iteration ({s.min:.2f}-{s.max:.2f}), x {reference} {s.ratio_text()}"
+        )
+    path = args.result or args.out / f"family_cost_{args.benchmark}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

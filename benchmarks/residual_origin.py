@@ -22,7 +22,8 @@ import argparse
 import numpy as np
 import torch
 
-from pirf.evaluation.runner import load_model, record_pde
+from pirf.models.loading import load_model
+from pirf.models.record import record_pde
 from pirf.normalization import Normalization
 from pirf.sampling import karras_sigmas, sample_heun
 

@@ -132,7 +132,7 @@ def test_bench_config_names_rows_and_checks_them():
 
 
 def test_pidm_continues_the_base_model_on_its_own_data(tiny_poisson_model, tmp_path):
-    from pirf.evaluation.runner import load_model
+    from pirf.models.loading import load_model
 
     cfg = _config(tiny_poisson_model, tmp_path, ["pidm"], **{"pidm.weight": 0.25})
     record = load_model(tiny_poisson_model)[1]
@@ -151,7 +151,7 @@ def test_bench_cli_reports_unknown_methods(capsys):
 def test_a_pretrain_base_is_trained_once_then_reused(tiny_poisson_model, tmp_path):
     """The GPU scale's bases ("pretrain:<config>") are trained by the bench itself."""
     from pirf.bench.models import base_spec
-    from pirf.evaluation.runner import load_model
+    from pirf.models.loading import load_model
 
     data_path = load_model(tiny_poisson_model)[1]["config"]["data"]["path"]
     (tmp_path / "pre.yaml").write_text(

@@ -127,7 +127,7 @@ def model_copy(rough_poisson_model, tmp_path):
     ],
 )
 def test_a_record_of_another_pde_resolution_or_fields_is_refused(model_copy, changes, message):
-    from pirf.evaluation.runner import load_model
+    from pirf.models.loading import load_model
 
     load_model(model_copy)  # intact: loads
     _rewrite_record(model_copy, **changes)
@@ -147,12 +147,12 @@ def test_sample_of_a_mislabelled_model_exits_2_and_writes_nothing(model_copy, tm
 
 def test_a_shipped_model_for_another_pde_is_refused(model_copy, monkeypatch):
     """`pirf sample poisson` loads the shipped Poisson model, and nothing else."""
-    from pirf.evaluation import runner
+    from pirf.models import loading
 
     _rewrite_record(model_copy, pde="darcy")
-    monkeypatch.setattr(runner, "zoo_model", lambda name: model_copy)
+    monkeypatch.setattr(loading, "zoo_model", lambda name: model_copy)
     with pytest.raises(DataFileError, match="pde='darcy', expected 'poisson'") as err:
-        runner.load_model("poisson")
+        loading.load_model("poisson")
     assert "pde='poisson'" in err.value.fix
 
 

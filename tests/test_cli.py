@@ -66,6 +66,10 @@ def test_check_fails_with_exit_1_on_corrupted_data(tmp_path, capsys):
         (["data", "generate", "poisson", "-p", "[/x]=1"], "unknown parameter(s) [/x]"),  # not rich markup
         (["data", "generate", "poisson", "--seed", "-1"], "seed must be a non-negative integer"),
         (["data", "generate", "poisson", "--resolution", "0"], "at least 8"),
+        (["data", "generate", "poison"], "did you mean 'poisson'?"),
+        (["data", "generate", "poisson", "-p", "alph=2"], "did you mean 'alpha' for 'alph'? valid"),
+        (["data", "generate", "poisson", "-p", "resolution=32"], "set it with --resolution"),
+        (["data", "generate", "kolmogorov", "-p", "Re=100"], "did you mean 're' for 'Re'?"),
     ],
 )
 def test_bad_input_exit_2_with_message(tmp_path, monkeypatch, capsys, argv, message):
@@ -74,6 +78,22 @@ def test_bad_input_exit_2_with_message(tmp_path, monkeypatch, capsys, argv, mess
     assert code == 2 and message in " ".join(err.split())
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_unknown_demo_benchmark_names_the_benchmarks(tmp_path, capsys):
+    code, _, err = run(["demo", "--benchmark", "darcyy", "--out", str(tmp_path / "demo")], capsys)
+    err = " ".join(err.split())
+    assert code == 2 and "unknown benchmark 'darcyy'" in err and "did you mean 'darcy'?" in err
+    assert "benchmarks: burgers, darcy, helmholtz, kolmogorov, poisson" in err
+    assert "run folder" not in err and not (tmp_path / "demo").exists()
+
+
+def test_pretrain_without_data_points_to_data_pde(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["pretrain"], capsys)
+    err = " ".join(err.split())
+    assert code == 2 and "no data set given" in err and "data.pde" in err and "data.path" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_output_refused(tmp_path, capsys):

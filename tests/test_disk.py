@@ -13,6 +13,8 @@ from pirf.errors import DiskSpaceError
 from pirf.evaluation import runner
 from pirf.finetune import FinetuneConfig, finetune
 from pirf.finetune.config import EvalConfig, SamplerConfig
+from pirf.models import loading
+from pirf.sampling import draw
 from pirf.training import DataConfig, ModelConfig, PretrainConfig, pretrain
 
 Usage = namedtuple("Usage", "total used free")
@@ -101,8 +103,8 @@ def test_evaluation_samples_live_in_scratch_storage(rough_poisson_model):
     )
     samples = result.samples[2]
     assert isinstance(samples, np.memmap) and samples.shape == (6, 2, 16, 16)
-    model, record, _ = runner.load_model(root / "run")
-    in_memory = runner.generate_samples(model, record, 6, 2, batch_size=4, progress=False).fields
+    model, record, _ = loading.load_model(root / "run")
+    in_memory = draw.generate_samples(model, record, 6, 2, batch_size=4, progress=False).fields
     np.testing.assert_array_equal(np.asarray(samples), in_memory)
     assert result.report["runs"][0]["n"] == 6
 

@@ -13,10 +13,13 @@ import torch
 import pirf.pdes as pdes
 from pirf import cli, data
 from pirf.errors import DataFileError, OutputExistsError, UnknownNameError
+from pirf.evaluation import reference as reference_module
 from pirf.evaluation import report as report_module
 from pirf.evaluation import runner
+from pirf.models import loading
 from pirf.models.factory import load_denoiser
 from pirf.normalization import Normalization
+from pirf.sampling import draw as draw_module
 from pirf.sampling import karras_sigmas, per_sample_noise, sample_heun
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -29,7 +32,7 @@ def trained(rough_poisson_model):
     root = rough_poisson_model.parent.parent
     path = root / "poisson.h5"
     model, record = load_denoiser(root / "run" / "model")
-    reference = runner.held_out_reference(
+    reference = reference_module.held_out_reference(
         pdes.get("poisson"), 16, 10_000, N_REFERENCE, root=root / "cache", progress=False
     )
     return SimpleNamespace(
@@ -46,42 +49,42 @@ def trained(rough_poisson_model):
 # -- finding the model ---------------------------------------------------------------------------------
 def test_resolve_model_specs(trained, tmp_path, monkeypatch):
     weights = trained.run / "model.safetensors"
-    assert runner.resolve_model(trained.run) == weights
-    assert runner.resolve_model(trained.run / "model") == weights
-    assert runner.resolve_model(str(weights)) == weights
-    assert runner.resolve_model(trained.run / "model.json") == weights
+    assert loading.resolve_model(trained.run) == weights
+    assert loading.resolve_model(trained.run / "model") == weights
+    assert loading.resolve_model(str(weights)) == weights
+    assert loading.resolve_model(trained.run / "model.json") == weights
 
     shipped = tmp_path / "zoo" / "poisson" / "model.safetensors"
-    monkeypatch.setattr(runner, "zoo_model", lambda name: tmp_path / "zoo" / name / "model.safetensors")
+    monkeypatch.setattr(loading, "zoo_model", lambda name: tmp_path / "zoo" / name / "model.safetensors")
     with pytest.raises(DataFileError) as err:
-        runner.resolve_model("poisson")
+        loading.resolve_model("poisson")
     message = str(err.value)
     assert "no shipped model" in message and "pirf pretrain poisson" in message
     assert "--model runs/pretrain/poisson/model.safetensors" in message
     shipped.parent.mkdir(parents=True)
     shipped.write_bytes(b"")
-    assert runner.resolve_model("poisson") == shipped
+    assert loading.resolve_model("poisson") == shipped
     for variant in ("poisson-flow", "poisson-pirf"):  # the flow base and the fine-tune of the zoo
-        assert runner.zoo_pde(variant) == "poisson"
+        assert loading.zoo_pde(variant) == "poisson"
         with pytest.raises(DataFileError, match=f"no shipped model '{variant}'"):
-            runner.resolve_model(variant)
+            loading.resolve_model(variant)
         (tmp_path / "zoo" / variant).mkdir()
         (tmp_path / "zoo" / variant / "model.safetensors").write_bytes(b"")
-        assert runner.resolve_model(variant) == tmp_path / "zoo" / variant / "model.safetensors"
-    assert runner.zoo_pde("poisson-best") is None and runner.zoo_pde("flow") is None
+        assert loading.resolve_model(variant) == tmp_path / "zoo" / variant / "model.safetensors"
+    assert loading.zoo_pde("poisson-best") is None and loading.zoo_pde("flow") is None
 
     with pytest.raises(UnknownNameError, match="did you mean 'poisson'") as err:
-        runner.resolve_model("poison")
+        loading.resolve_model("poison")
     assert "darcy" in str(err.value)  # lists the benchmarks
     (tmp_path / "empty_run").mkdir()
     with pytest.raises(DataFileError, match=r"holds no model\.safetensors"):
-        runner.resolve_model(tmp_path / "empty_run")
+        loading.resolve_model(tmp_path / "empty_run")
 
 
 # -- sampling ------------------------------------------------------------------------------------------
 def test_samples_are_seeded_per_sample(trained):
     def draw(n, seed=3, batch_size=4, sampler="heun"):
-        return runner.generate_samples(
+        return draw_module.generate_samples(
             trained.model, trained.record, n, 3, seed, sampler, batch_size=batch_size, progress=False
         ).fields
 
@@ -100,8 +103,8 @@ def test_samples_are_seeded_per_sample(trained):
 
 def test_samples_are_in_physical_units(trained):
     norm = trained.record["normalization"]
-    drawn = runner.generate_samples(trained.model, trained.record, 4, 2, 0, batch_size=4, progress=False)
-    gens = [torch.Generator().manual_seed(runner.sample_seed(0, i)) for i in range(4)]
+    drawn = draw_module.generate_samples(trained.model, trained.record, 4, 2, 0, batch_size=4, progress=False)
+    gens = [torch.Generator().manual_seed(draw_module.sample_seed(0, i)) for i in range(4)]
     with torch.no_grad():
         x0 = sample_heun(trained.model, per_sample_noise((4, 2, 16, 16), gens), karras_sigmas(2).float()).x0
     expected = Normalization.from_dict(norm).denormalize(x0).numpy()
@@ -113,7 +116,7 @@ def test_network_calls_are_counted(trained, sampler, calls):
     count = {"n": 0}
     hook = trained.model.register_forward_hook(lambda *_: count.__setitem__("n", count["n"] + 1))
     try:
-        drawn = runner.generate_samples(
+        drawn = draw_module.generate_samples(
             trained.model, trained.record, 6, 5, 0, sampler, batch_size=4, progress=False
         )
     finally:
@@ -126,7 +129,7 @@ def test_network_calls_are_counted(trained, sampler, calls):
 
 def test_sample_streams_each_batch_to_the_file_before_drawing_the_next(trained, tmp_path, monkeypatch):
     events = []
-    write, draw = data.DatasetWriter.write, runner.SampleStream.__iter__
+    write, draw = data.DatasetWriter.write, draw_module.SampleStream.__iter__
 
     def logged_write(self, batch):
         events.append(("write", len(batch)))
@@ -138,7 +141,7 @@ def test_sample_streams_each_batch_to_the_file_before_drawing_the_next(trained, 
             yield batch
 
     monkeypatch.setattr(data.DatasetWriter, "write", logged_write)
-    monkeypatch.setattr(runner.SampleStream, "__iter__", logged_draw)
+    monkeypatch.setattr(draw_module.SampleStream, "__iter__", logged_draw)
     path, drawn, _ = runner.sample(trained.run, tmp_path / "s", n=10, steps=2, batch_size=4, progress=False)
     assert events == [("draw", 4), ("write", 4), ("draw", 4), ("write", 4), ("draw", 2), ("write", 2)]
     assert drawn.n == 10 and len(drawn.fields) == report_module.N_SHOW  # only the plotted ones are kept
@@ -151,8 +154,8 @@ def test_sample_file_reads_and_checks_against_the_model_floor(trained, tmp_path)
     info = data.read_info(path)
     assert (info.pde.name, info.n, info.resolution, info.seed) == ("poisson", 5, 16, 7)
     assert info.floor == record["data"]["floor"]  # the model's data floor, not the samples' own
-    model, _, _ = runner.load_model(trained.run)
-    in_memory = runner.generate_samples(model, record, 5, 2, 7, batch_size=4, progress=False).fields
+    model, _, _ = loading.load_model(trained.run)
+    in_memory = draw_module.generate_samples(model, record, 5, 2, 7, batch_size=4, progress=False).fields
     np.testing.assert_array_equal(data.read_fields(path), in_memory)  # streamed batch by batch
     np.testing.assert_array_equal(drawn.fields, in_memory[: report_module.N_SHOW])
     assert drawn.n == 5 and drawn.nfe_per_sample == 3
@@ -178,7 +181,7 @@ def test_fidelity_of_the_data_itself_is_near_zero_and_the_model_is_not(trained):
     assert 0.3 < itself["ratio_to_floor"]["interior"] < 3  # fresh solver data sit at the floor
     held_out = runner.score_samples(pde, data.read_fields(trained.data), ref, floor)
     assert held_out["fidelity"]["fidelity_score"] < 0.3  # 64 vs 32 samples: the finite-sample floor
-    drawn = runner.generate_samples(trained.model, trained.record, 32, 4, 0, progress=False)
+    drawn = draw_module.generate_samples(trained.model, trained.record, 32, 4, 0, progress=False)
     model = runner.score_samples(pde, drawn.fields, ref, floor)
     assert model["fidelity"]["fidelity_score"] > 3 * held_out["fidelity"]["fidelity_score"]
     assert model["ratio_to_floor"]["interior"] > 10 * held_out["ratio_to_floor"]["interior"]
@@ -191,17 +194,23 @@ def test_fidelity_of_the_data_itself_is_near_zero_and_the_model_is_not(trained):
 
 def test_reference_is_cached_and_solved_again_when_broken(trained):
     pde = pdes.get("poisson")
-    again = runner.held_out_reference(pde, 16, 10_000, N_REFERENCE, root=trained.cache, progress=False)
+    again = reference_module.held_out_reference(
+        pde, 16, 10_000, N_REFERENCE, root=trained.cache, progress=False
+    )
     assert again == trained.ref and again.parent == trained.cache / "reference"
     stamp = again.stat().st_mtime_ns
-    same = runner.held_out_reference(pde, 16, 10_000, N_REFERENCE, root=trained.cache, progress=False)
+    same = reference_module.held_out_reference(
+        pde, 16, 10_000, N_REFERENCE, root=trained.cache, progress=False
+    )
     assert same.stat().st_mtime_ns == stamp  # reused, not solved again
-    other = runner.reference_path(pde, 16, 10_001, N_REFERENCE, trained.cache)
+    other = reference_module.reference_path(pde, 16, 10_001, N_REFERENCE, trained.cache)
     assert other != again
     other.write_bytes(b"truncated")
-    solved = runner.held_out_reference(pde, 16, 10_001, N_REFERENCE, root=trained.cache, progress=False)
+    solved = reference_module.held_out_reference(
+        pde, 16, 10_001, N_REFERENCE, root=trained.cache, progress=False
+    )
     assert solved == other and data.read_info(solved).n == N_REFERENCE
-    path, note = runner.reference_for(
+    path, note = reference_module.reference_for(
         trained.record, n_reference=N_REFERENCE, cache=trained.cache, progress=False
     )
     assert path == trained.ref and note["seed"] == 10_000  # training seed 0 + the held-out offset

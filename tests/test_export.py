@@ -12,13 +12,14 @@ import torch
 
 from pirf import pdes
 from pirf.errors import OutputExistsError
-from pirf.evaluation.runner import load_model, sigma_grid
 from pirf.models.backbone import UNetConfig
 from pirf.models.checkpoint import save_checkpoint
 from pirf.models.export import export_model
 from pirf.models.factory import build_denoiser, describe
+from pirf.models.loading import load_model
 from pirf.normalization import Normalization
 from pirf.sampling import SAMPLERS
+from pirf.sampling.draw import sigma_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLER = ROOT / "examples" / "sample_exported.py"

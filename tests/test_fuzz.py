@@ -47,9 +47,9 @@ from fuzzing import (
 from pirf import data, pdes
 from pirf.bench.config import BenchConfig
 from pirf.errors import NonFiniteError
-from pirf.evaluation.runner import load_model
 from pirf.finetune.config import FinetuneConfig
 from pirf.models.checkpoint import load_checkpoint
+from pirf.models.loading import load_model
 from pirf.training import PretrainConfig
 
 # -- profiles and the example count ------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_residual_norm_is_the_l2_norm_of_the_residual():
 
 
 def test_pidm_loss_is_edm_plus_the_weighted_residual_of_the_denoised_estimate(tiny_poisson_model):
-    from pirf.evaluation.runner import load_model
+    from pirf.models.loading import load_model
 
     model, record, _ = load_model(tiny_poisson_model)
     pde, norm = pdes.get("poisson"), Normalization.from_dict(record["normalization"])
@@ -141,7 +141,7 @@ def test_pidm_training_lowers_the_residual_of_the_denoised_estimates(tiny_poisso
     """Against the same continuation without the physics term (which lowers it too: the tiny
     model is under-trained), PIDM's term must make the difference."""
     from pirf.data import FieldDataset
-    from pirf.evaluation.runner import load_model
+    from pirf.models.loading import load_model
     from pirf.training import DataConfig, PretrainConfig, pretrain
 
     record = load_model(tiny_poisson_model)[1]
@@ -171,7 +171,7 @@ def test_pidm_training_lowers_the_residual_of_the_denoised_estimates(tiny_poisso
 
 
 def test_pidm_refuses_a_model_of_other_data(tiny_poisson_model, tmp_path):
-    from pirf.evaluation.runner import load_model
+    from pirf.models.loading import load_model
     from pirf.training import DataConfig, PretrainConfig, pretrain
 
     record = load_model(tiny_poisson_model)[1]

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from pirf import data
-from pirf.evaluation.runner import reference_for
+from pirf.evaluation.reference import reference_for
 from pirf.files import CRASH_ENV, read_jsonl
 from pirf.models.checkpoint import load_checkpoint, read_checkpoint_config, recover_checkpoint
 from test_bench import FINETUNE

@@ -157,7 +157,7 @@ def test_cosine_schedule_warms_up_then_decays_to_the_final_fraction(poisson_file
 def test_a_position_dependent_pde_trains_with_its_conditioning_fields(tmp_path):
     """Kolmogorov declares sin/cos(4y): the model is built with them, the record names them, the
     exported model carries their values and loads through `load_model` with the check."""
-    from pirf.evaluation.runner import load_model
+    from pirf.models.loading import load_model
 
     path = tmp_path / "kolmogorov.h5"
     kolmogorov = pdes.get("kolmogorov")

@@ -293,7 +293,7 @@ def test_flow_sde_step_matches_the_formula_in_t():
     std_t = a * torch.sqrt(t / (1 - t))
     mean_t = (
         x_t * (1 + std_t**2 * dt / (2 * t)) + v * (1 + std_t**2 * (1 - t) / (2 * t)) * dt
-    )  # REFERENCE sec. 4
+    )  # Flow-GRPO's SDE step (Liu et al. 2025, eq. 9)
     torch.testing.assert_close(rec.mean * (1 - t_next), mean_t)
     torch.testing.assert_close(rec.std * (1 - t_next.flatten()), (std_t * torch.sqrt(-dt)).flatten())
 

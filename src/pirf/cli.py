@@ -2,6 +2,10 @@
 
 Exit codes: 0 success, 1 a check that ran and failed (``pirf data check``), 2 a usage error or
 any `PirfError` (the message says what was wrong and what to do; no traceback).
+
+Start-up stays fast: this module imports no torch, diffusers or h5py; each command imports
+what it computes with, so ``pirf --help``, argument errors, ``pirf pdes`` and ``pirf data info``
+never load torch (tests/test_cli_startup.py keeps it so; benchmarks/startup_time.py times them).
 """
 
 from __future__ import annotations
@@ -15,23 +19,73 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from pirf import data as pirf_data
-from pirf import pdes
 from pirf.errors import ConfigError, PirfError
-from pirf.finetune.config import PRESETS
+from pirf.finetune.presets import PRESETS
+
+
+def _no_type_label(ctx: typer.Context) -> None:
+    """The type label of a flag or a repeated argument: none (typer would print ``<bool>``,
+    ``<list[str]>``)."""
+    return None
+
+
+def _plain_labels(params: list[Any]) -> list[Any]:
+    """Drop the type labels that say nothing to a user: flags and repeated arguments (their name
+    or metavar says it: ``KEY=VALUE...``)."""
+    for param in params:
+        flag = isinstance(param, TyperOption) and param.is_flag
+        repeated = isinstance(param, TyperArgument) and param.nargs != 1
+        if flag or repeated:
+            param.display_type_rich = _no_type_label  # type: ignore[attr-defined]
+    return params
+
+
+def _usage_name(param: TyperArgument) -> str:
+    """An argument as the usage line shows it: ``FILE``, ``[CONFIG]``, ``[KEY=VALUE]...``."""
+    name = (param.metavar or (param.name or "").upper()).removesuffix("...")
+    if not param.required:
+        name = f"[{name}]"
+    return f"{name}..." if param.nargs != 1 else name
+
+
+class Command(TyperCommand):
+    """A `pirf` command whose help names things plainly: ``pirf data info [OPTIONS] FILE`` (typer
+    writes ``{file}``), and no ``<bool>`` / ``<list[str]>`` labels beside flags and repeated
+    arguments."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        """``[OPTIONS]`` and the arguments, named as `_usage_name` names them."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [_usage_name(p) for p in self.get_params(ctx) if isinstance(p, TyperArgument)]
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        """The parameters (with ``--help``), without the uninformative type labels."""
+        return _plain_labels(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """A `pirf` command group (``pirf``, ``pirf data``): no ``<bool>`` label beside ``--help``."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        """The parameters (with ``--help``), without the uninformative type labels."""
+        return _plain_labels(super().get_params(ctx))
+
 
 app = typer.Typer(
+    cls=Group,
     help="pirf: physics-informed reward fine-tuning of diffusion and flow models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Generate, inspect and check PDE data sets (HDF5).", no_args_is_help=True)
+data_app = typer.Typer(
+    cls=Group, help="Generate, inspect and check PDE data sets (HDF5).", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 
 console = Console()
@@ -63,7 +117,9 @@ def load_plugin(spec: str) -> None:
 def _global_options(
     plugin: Annotated[
         list[str] | None,
-        typer.Option("--plugin", help="import a module or .py file first (registers your own PDEs)"),
+        typer.Option(
+            "--plugin", metavar="MODULE", help="import a module or .py file first (registers your own PDEs)"
+        ),
     ] = None,
 ) -> None:
     for spec in plugin or []:
@@ -75,6 +131,8 @@ err_console = Console(stderr=True)
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
     """``["nu=0.02", "re=100"]`` -> ``{"nu": 0.02, "re": 100}`` (values read as YAML scalars)."""
+    import yaml
+
     params: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -91,9 +149,11 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
     return params
 
 
-@app.command("pdes")
+@app.command("pdes", cls=Command)
 def list_pdes() -> None:
     """List the registered PDE benchmarks."""
+    from pirf import pdes
+
     table = Table(title="PDE benchmarks")
     for col in ("name", "fields", "boundary", "resolution CPU / paper"):
         table.add_column(col, no_wrap=True)
@@ -106,9 +166,9 @@ def list_pdes() -> None:
         console.print(f"[bold]{name}[/bold]: {escape(pdes.get_class(name).description)}", highlight=False)
 
 
-@data_app.command("generate")
+@data_app.command("generate", cls=Command)
 def data_generate(
-    pde: Annotated[str, typer.Argument(help="PDE name (see `pirf pdes`)")],
+    pde: Annotated[str, typer.Argument(metavar="PDE", help="PDE name (see `pirf pdes`)")],
     n: Annotated[int, typer.Option("--n", help="number of samples")] = 1000,
     resolution: Annotated[
         int | None, typer.Option(help="grid points per side (default: the PDE's CPU default)")
@@ -118,12 +178,16 @@ def data_generate(
         Path | None, typer.Option(help="output HDF5 file (default: <pde>_r<R>_n<N>_s<seed>.h5)")
     ] = None,
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="physical parameter key=value")
+        list[str] | None,
+        typer.Option("--param", "-p", metavar="KEY=VALUE", help="a physical parameter; repeat for several"),
     ] = None,
     chunk: Annotated[int | None, typer.Option(help="samples solved and written per chunk")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing output file")] = False,
 ) -> None:
     """Solve N samples of a PDE and write them to an HDF5 data set (atomically, in chunks)."""
+    from pirf import data as pirf_data
+    from pirf import pdes
+
     instance = pdes.get(pde, **parse_params(param))
     res = instance.default_resolution if resolution is None else resolution
     out = out or Path(f"{pde}_r{res}_n{n}_s{seed}.h5")
@@ -148,12 +212,14 @@ def _print_floor(floor: dict[str, dict[str, float]], title: str = "residual of t
     console.print(table)
 
 
-@data_app.command("info")
+@data_app.command("info", cls=Command)
 def data_info(
-    file: Annotated[Path, typer.Argument(help="a pirf HDF5 data set")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="a pirf HDF5 data set")],
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Describe a data set: PDE, parameters, shape, normalization, floor, provenance."""
+    from pirf import data as pirf_data
+
     summary = pirf_data.read_info(file).summary()
     if as_json:
         console.print_json(json.dumps(summary))
@@ -167,13 +233,15 @@ def data_info(
         _print_floor(floor)
 
 
-@data_app.command("check")
+@data_app.command("check", cls=Command)
 def data_check(
-    file: Annotated[Path, typer.Argument(help="a pirf HDF5 data set")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="a pirf HDF5 data set")],
     max_samples: Annotated[int, typer.Option("--n", help="samples to score")] = 1024,
     tolerance: Annotated[float, typer.Option(help="allowed median residual / floor ratio")] = 10.0,
 ) -> None:
     """Score a data set's samples with the PDE residual and compare them to the data floor."""
+    from pirf import data as pirf_data
+
     report = pirf_data.check_dataset(file, max_samples=max_samples, tolerance=tolerance)
     ratios = report.ratios()
     table = Table(title=f"{escape(str(file))}: {report.checked} samples scored; floor {report.floor_source}")
@@ -194,13 +262,17 @@ def data_check(
         raise typer.Exit(1)
 
 
-@app.command("pretrain")
+@app.command(
+    "pretrain", cls=Command, short_help="Pretrain a base model (EDM or flow matching) on a data set."
+)
 def pretrain_command(
     config: Annotated[
-        str | None, typer.Argument(help="a YAML file, or a shipped config: darcy, darcy-gpu, ...")
+        str | None,
+        typer.Argument(metavar="CONFIG", help="a YAML file, or a shipped config: darcy, darcy-gpu, ..."),
     ] = None,
     override: Annotated[
-        list[str] | None, typer.Option("--set", "-p", help="override a config key: key.sub=value")
+        list[str] | None,
+        typer.Option("--set", "-p", metavar="KEY=VALUE", help="override a config key: key.sub=value"),
     ] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in the config's `out` folder")] = False,
     show: Annotated[bool, typer.Option(help="print the resolved config and exit")] = False,
@@ -236,7 +308,10 @@ def pretrain_command(
 
 SpecArgument = Annotated[
     str,
-    typer.Argument(help="a benchmark name (its shipped model), a run folder, or a model file (.safetensors)"),
+    typer.Argument(
+        metavar="MODEL",
+        help="a benchmark name (its shipped model), a run folder, or a model file (.safetensors)",
+    ),
 ]
 SeedOption = Annotated[int, typer.Option(help="sampling seed; sample i depends only on (seed, i)")]
 SamplerOption = Annotated[str, typer.Option(help="heun (EDM Alg. 1), euler, ddim or flow_sde")]
@@ -245,7 +320,7 @@ DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (d
 OverwriteOption = Annotated[bool, typer.Option(help="replace existing results in --out")]
 
 
-@app.command("sample")
+@app.command("sample", cls=Command, short_help="Draw samples of a trained model into a pirf data file.")
 def sample_command(
     spec: SpecArgument,
     out: Annotated[Path, typer.Option(help="output folder: samples.h5 and samples.png")],
@@ -294,7 +369,8 @@ def sample_command(
     steers the chain toward a lower PDE residual; its settings are recorded with the samples."""
     from pirf.evaluation.metrics import relative_to_floor
     from pirf.evaluation.report import sample_file_residual
-    from pirf.evaluation.runner import GuidanceSettings, sample
+    from pirf.evaluation.runner import sample
+    from pirf.sampling.guided import GuidanceSettings
 
     settings = GuidanceSettings(
         kind=guidance, mode=guidance_mode, alpha=alpha, candidates=candidates, zeta=zeta, eta=eta
@@ -330,13 +406,14 @@ def sample_command(
     console.print(table)
 
 
-@app.command("evaluate")
+@app.command("evaluate", cls=Command, short_help="Sample a trained model and score it beside the data floor.")
 def evaluate_command(
     spec: SpecArgument,
     out: Annotated[Path, typer.Option(help="output folder: report.json, report.md and figures")],
     n: Annotated[int, typer.Option("--n", help="samples per step count")] = 256,
     steps: Annotated[
-        list[int] | None, typer.Option(help="sampler steps; repeat for several (--steps 20 --steps 80)")
+        list[int] | None,
+        typer.Option(metavar="N", help="sampler steps; repeat for several (--steps 20 --steps 80)"),
     ] = None,
     seed: SeedOption = 0,
     sampler: SamplerOption = "heun",
@@ -388,14 +465,24 @@ def evaluate_command(
     console.print(f"reports and figures in {escape(str(out))} ({report['seconds']:.1f} s)")
 
 
-@app.command("finetune", context_settings={"allow_extra_args": False})
+@app.command(
+    "finetune",
+    cls=Command,
+    context_settings={"allow_extra_args": False},
+    short_help="Fine-tune a base model with a reward (PIRF by default).",
+)
 def finetune_command(
     base: Annotated[
         str | None,
-        typer.Argument(help="a benchmark with a shipped model (darcy, ...), a run folder or a model file"),
+        typer.Argument(
+            metavar="BASE", help="a benchmark with a shipped model (darcy, ...), a run folder or a model file"
+        ),
     ] = None,
     overrides: Annotated[
-        list[str] | None, typer.Argument(help="config overrides key.sub=value (e.g. lr=1e-4 iterations=100)")
+        list[str] | None,
+        typer.Argument(
+            metavar="KEY=VALUE...", help="config overrides key.sub=value (e.g. lr=1e-4 iterations=100)"
+        ),
     ] = None,
     method: Annotated[
         str | None, typer.Option(help=f"{', '.join(PRESETS)} (default: pirf; docs/family.md)")
@@ -427,27 +514,30 @@ def finetune_command(
     )
 
 
-@app.command("export")
+@app.command("export", cls=Command, short_help="Write a model as a diffusers folder that loads without pirf.")
 def export_command(
     spec: SpecArgument,
-    out: Annotated[Path, typer.Argument(help="output folder: unet/ (diffusers), pirf.json")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="output folder: unet/ (diffusers), pirf.json")],
     overwrite: Annotated[bool, typer.Option(help="replace an existing folder OUT")] = False,
 ) -> None:
     """Write a model as a plain diffusers folder that loads without pirf: OUT/unet is a
     UNet2DModel (UNet2DModel.from_pretrained(OUT/unet)); OUT/pirf.json says how to sample it
     (EDM or flow, normalization, periodic axes, conditioning fields, PDE). See docs/export.md."""
-    from pirf.evaluation.runner import load_model
     from pirf.models.export import export_model
+    from pirf.models.loading import load_model
 
     model, record, path = load_model(spec)
     folder = export_model(model, record, out, overwrite=overwrite)
     console.print(f"exported {escape(str(path))} to {escape(str(folder))} (unet/, pirf.json)")
 
 
-@app.command("demo")
+@app.command(
+    "demo", cls=Command, short_help="Fine-tune a shipped model with PIRF and compare it to the base."
+)
 def demo_command(
     overrides: Annotated[
-        list[str] | None, typer.Argument(help="fine-tuning config overrides key.sub=value")
+        list[str] | None,
+        typer.Argument(metavar="KEY=VALUE...", help="fine-tuning config overrides key.sub=value"),
     ] = None,
     benchmark: Annotated[
         str, typer.Option(help="darcy, poisson, helmholtz, burgers or kolmogorov")
@@ -494,18 +584,23 @@ def _names(values: list[str] | None) -> list[str] | None:
     return [v for value in values for v in value.split(",") if v] if values else None
 
 
-@app.command("bench")
+@app.command("bench", cls=Command, short_help="The comparison table: every method on every benchmark.")
 def bench_command(
     overrides: Annotated[
-        list[str] | None, typer.Argument(help="bench config overrides key.sub=value (e.g. n=64 steps=[20])")
+        list[str] | None,
+        typer.Argument(
+            metavar="KEY=VALUE...", help="bench config overrides key.sub=value (e.g. n=64 steps=[20])"
+        ),
     ] = None,
     benchmarks: Annotated[
-        list[str] | None, typer.Option(help="benchmarks to run, comma-separated (default: all five)")
+        list[str] | None,
+        typer.Option(metavar="NAMES", help="benchmarks to run, comma-separated (default: all five)"),
     ] = None,
     methods: Annotated[
         list[str] | None,
         typer.Option(
-            help="rows to run, comma-separated: data, base, dps, cocogen, pidm, pirf, pirf-<ablation>"
+            metavar="NAMES",
+            help="rows to run, comma-separated: data, base, dps, cocogen, pidm, pirf, pirf-<ablation>",
         ),
     ] = None,
     family: Annotated[

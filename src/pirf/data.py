@@ -11,6 +11,9 @@ File layout (format ``pirf-dataset``, version 1):
 
 Files are written under a temporary name and renamed when complete: an interrupted write never
 leaves a file at the requested path.
+
+Reading and describing a file needs no torch (``pirf data info`` starts fast); `FieldDataset`,
+the torch `Dataset` of a file, lives in `pirf.field_dataset` and loads on first use.
 """
 
 from __future__ import annotations
@@ -22,11 +25,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
-import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import pirf
@@ -35,13 +37,15 @@ from pirf.disk import field_bytes, require_space
 from pirf.errors import (
     ConfigError,
     DataFileError,
-    NonFiniteError,
     OutputExistsError,
     PirfError,
     ShapeError,
 )
 from pirf.files import crash_point, remove_stale_temporaries, replace, temporary_path
 from pirf.normalization import Normalization
+
+if TYPE_CHECKING:  # pirf.data.FieldDataset, loaded on first use (`__getattr__` below)
+    from pirf.field_dataset import FieldDataset  # noqa: F401
 
 FORMAT = "pirf-dataset"
 FORMAT_VERSION = 1
@@ -103,6 +107,8 @@ class ResidualAccumulator:
         self.values: dict[str, dict[str, list[np.ndarray]]] = {}
 
     def add(self, fields: np.ndarray) -> None:
+        import torch
+
         with torch.no_grad():
             x = self.pde.project(torch.from_numpy(np.asarray(fields, np.float64)))
             stats = self.pde.residual_stats(x)
@@ -501,52 +507,6 @@ def find_nonfinite(path: str | os.PathLike, chunk: int = 256) -> list[int]:
     return bad
 
 
-class FieldDataset(torch.utils.data.Dataset):
-    """A pirf data file as a torch `Dataset` of normalized ``[C, R, R]`` float32 tensors.
-
-    The file is validated and scanned for NaN/inf once at construction; fields are loaded into
-    memory (``in_memory=True``, default: data sets at CPU scale are tens of MB) or read lazily.
-    ``normalized=False`` yields physical units.
-    """
-
-    def __init__(self, path: str | os.PathLike, *, normalized: bool = True, in_memory: bool = True) -> None:
-        self.info = read_info(path)
-        self.path = Path(path)
-        self.normalized = normalized
-        bad = find_nonfinite(path)
-        if bad:
-            raise NonFiniteError(
-                f"{path}: {len(bad)} sample(s) contain NaN or inf (first: {bad[:5]})",
-                "regenerate the file, or drop those samples and write a new one",
-            )
-        self._data = read_fields(path) if in_memory else None
-        self._file: h5py.File | None = None
-
-    @property
-    def pde(self) -> pdes.PDE:
-        return self.info.pde
-
-    @property
-    def normalization(self) -> Normalization:
-        return self.info.normalization
-
-    def __len__(self) -> int:
-        return self.info.n
-
-    def _raw(self, index: int) -> np.ndarray:
-        if self._data is not None:
-            return self._data[index]
-        if self._file is None:  # opened lazily, once per DataLoader worker
-            self._file = h5py.File(self.path, "r")
-        return np.asarray(self._file["fields"][index], dtype=np.float32)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        x = torch.from_numpy(np.array(self._raw(index), dtype=np.float32))[None]
-        if self.normalized:
-            x = self.normalization.normalize(x)
-        return x[0]
-
-
 # -- checking --------------------------------------------------------------------------------
 
 
@@ -627,3 +587,12 @@ def _check_check_settings(max_samples: int, tolerance: float, reference_samples:
         raise ConfigError(
             f"--tolerance must be a positive ratio, got {tolerance!r}", "pass e.g. --tolerance 10"
         )
+
+
+def __getattr__(name: str) -> Any:
+    """`FieldDataset` imports torch: it loads on first use (PEP 562), so that reading a file does not."""
+    if name == "FieldDataset":
+        from pirf.field_dataset import FieldDataset
+
+        return FieldDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

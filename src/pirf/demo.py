@@ -9,6 +9,7 @@ cost. Writes ``report.md``, ``report.json``, ``samples.png`` and ``residuals.png
 
 from __future__ import annotations
 
+import difflib
 import math
 import shutil
 import time
@@ -16,7 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pirf.errors import UnknownNameError
 from pirf.evaluation.report import (
+    Evaluation,
     atomic_write,
     check_outputs,
     markdown_table,
@@ -25,9 +28,10 @@ from pirf.evaluation.report import (
     save_figure,
     write_json,
 )
-from pirf.evaluation.runner import Evaluation, run_evaluation
+from pirf.evaluation.runner import run_evaluation
 from pirf.finetune import finetune
 from pirf.finetune.config import resolve_finetune_config
+from pirf.models.loading import zoo_names
 
 DEMO_FILES = ("report.md", "report.json", "samples.png", "residuals.png")
 
@@ -97,6 +101,20 @@ def markdown(report: dict[str, Any]) -> str:
     )
 
 
+def check_benchmark(benchmark: str) -> None:
+    """Refuse a benchmark without a shipped base model, naming those with one (a path to a model
+    of your own is let through: the demo runs on it too)."""
+    names = zoo_names()
+    if benchmark in names or Path(benchmark).exists():
+        return
+    close = difflib.get_close_matches(benchmark, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UnknownNameError(
+        f"unknown benchmark {benchmark!r}: the demo runs on a shipped base model",
+        f"{hint}benchmarks: {', '.join(names)}",
+    )
+
+
 def run_demo(
     benchmark: str = "darcy",
     out: str | Path = "runs/demo",
@@ -113,6 +131,7 @@ def run_demo(
     ``resume`` continues an interrupted demo in ``out``: the fine-tune from its last checkpoint
     (the same numbers as an uninterrupted run), then the comparison, written anew."""
     t0 = time.perf_counter()
+    check_benchmark(benchmark)
     out = Path(out)
     cfg = resolve_finetune_config(benchmark, "pirf", None, [f"out={out / 'finetune'}", *overrides])
     resuming = resume and (out / "finetune" / "config.json").exists()
@@ -151,4 +170,4 @@ def _write(out: Path, report: dict[str, Any], base: Evaluation, tuned: Evaluatio
     write_json(out / "report.json", report)
 
 
-__all__ = ["compare", "fidelity_terms", "markdown", "run_demo"]
+__all__ = ["check_benchmark", "compare", "fidelity_terms", "markdown", "run_demo"]

@@ -14,11 +14,14 @@ import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from pirf.errors import DiskSpaceError
+
+if TYPE_CHECKING:
+    import torch
 
 HEADROOM_BYTES = 1 << 20  # JSON records, logs and file-format overhead
 

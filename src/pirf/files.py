@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+
+import numpy as np
 
 from pirf.errors import DataFileError
 
@@ -279,3 +282,16 @@ __all__ = [
     "write_json",
     "write_text",
 ]
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python numbers and NaN/inf as None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

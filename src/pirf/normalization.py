@@ -6,15 +6,18 @@ model's output can always be mapped back to physical units before a residual sco
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
 from pirf.errors import ConfigError, ShapeError
 
-Array = TypeVar("Array", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+Array = TypeVar("Array", np.ndarray, "torch.Tensor")
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class Normalization:
                 f"normalization of {len(values)} channels applied to shape {tuple(x.shape)}",
                 "pass fields shaped [B, C, H, W] with the data set's channel count",
             )
-        if isinstance(x, torch.Tensor):
+        torch = sys.modules.get("torch")  # x can be a tensor only once torch is loaded
+        if torch is not None and isinstance(x, torch.Tensor):
             return torch.tensor(values, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return np.asarray(values, dtype=x.dtype).reshape(1, -1, 1, 1)
 

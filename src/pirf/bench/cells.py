@@ -31,20 +31,13 @@ from pirf.data import read_fields
 from pirf.errors import NonFiniteError
 from pirf.evaluation.guard import GuardTolerances, admissible, judge
 from pirf.evaluation.metrics import channel_terms
-from pirf.evaluation.runner import (
-    REFERENCE_SEED_OFFSET,
-    Chain,
-    Model,
-    Samples,
-    generate_samples,
-    held_out_reference,
-    record_pde,
-    reference_for,
-    score_samples,
-)
+from pirf.evaluation.reference import REFERENCE_SEED_OFFSET, held_out_reference, reference_for
+from pirf.evaluation.runner import score_samples
+from pirf.models.record import record_pde
 from pirf.normalization import Normalization
 from pirf.rewards import ResidualReward
 from pirf.sampling import SampleOutput
+from pirf.sampling.draw import Chain, Model, Samples, generate_samples
 from pirf.sampling.guidance import Guidance, cocogen_correct, sample_heun_dps
 
 KEEP = 8  # samples kept per cell for the figures
@@ -68,7 +61,7 @@ class BenchContext:
 
     @classmethod
     def load(cls, cfg: BenchConfig, benchmark: str, base: str, progress: bool) -> BenchContext:
-        from pirf.evaluation.runner import load_model
+        from pirf.models.loading import load_model
 
         model, record, _ = load_model(base)
         pde = record_pde(record)

@@ -83,8 +83,9 @@ GRADIENT_ROWS = ("dps", "cocogen")
 
 @dataclass
 class DPSConfig:
-    """DPS guidance (REFERENCE sec. 3): x -= zeta grad ||R(D(x))||_2 on the last ``fraction`` of
-    the steps; every zeta is tried on the sweep seeds, the best admissible one is reported."""
+    """DPS guidance (Chung et al. 2023; DiffusionPDE, Huang et al. 2024): x -= zeta grad ||R(D(x))||_2
+    on the last ``fraction`` of the steps; every zeta is tried on the sweep seeds, the best admissible
+    one is reported."""
 
     zetas: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
     fraction: float = 0.2

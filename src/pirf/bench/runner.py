@@ -42,8 +42,9 @@ from pirf.bench.table import write_tables
 from pirf.config import to_dict
 from pirf.errors import ConfigError, OutputExistsError
 from pirf.evaluation.report import write_json
-from pirf.evaluation.runner import Model, jsonable, load_model
-from pirf.files import atomic_write, crash_point
+from pirf.files import atomic_write, crash_point, jsonable
+from pirf.models.loading import load_model
+from pirf.sampling.draw import Model
 
 RUN_KEYS_FREE = ("benchmarks", "methods", "device", "batch_size", "out")
 """Config keys a resumed bench may change: they do not change what a finished cell holds."""

@@ -1,9 +1,10 @@
 """Residual, fidelity, diversity and memorization metrics on physical fields: the reward-hacking guards.
 
-A reward fine-tune that lowers the PDE residual can do it by leaving the data distribution:
-shrinking amplitudes, smoothing away small scales, collapsing onto a few samples, blurring
-Darcy's two-phase permeability or copying training fields (REFERENCE.md Sec. 1 and 3). Each
-function here measures one of these against a held-out reference set of the same PDE.
+A reward fine-tune that lowers the PDE residual can do it by leaving the data distribution: shrinking
+amplitudes, smoothing away small scales, collapsing onto a few samples, blurring Darcy's two-phase
+permeability or copying training fields (the failure modes the PIRF paper, Yuan et al. 2025, guards
+against with its weight regularization). Each function here measures one of these against a held-out
+reference set of the same PDE.
 
 Conventions:
 - input: numpy arrays or torch tensors ``[N, C, H, W]`` in physical units (any device; they are

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +34,10 @@ from pirf.data import DatasetWriter
 from pirf.disk import field_bytes, require_space
 from pirf.errors import NonFiniteError, OutputExistsError
 from pirf.evaluation.metrics import finite_rows, power_spectrum
-from pirf.evaluation.runner import jsonable
-from pirf.files import atomic_write, remove_stale_temporaries, temporary_path
+from pirf.files import atomic_write, jsonable, remove_stale_temporaries, temporary_path
 
 if TYPE_CHECKING:
-    from pirf.evaluation.runner import Evaluation, SampleStream
+    from pirf.sampling.draw import SampleStream
 
 EVALUATION_FILES = ("report.json", "report.md", "samples.png", "residuals.png", "spectra.png")
 SAMPLE_FILES = ("samples.h5", "samples.png")
@@ -46,6 +46,16 @@ Block = tuple[str, np.ndarray]  # (label, physical fields [N, C, R, R])
 
 
 # -- files -------------------------------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    """An evaluation's JSON-able ``report`` and the arrays its figures are drawn from."""
+
+    report: dict[str, Any]
+    samples: dict[int, np.ndarray]  # steps -> physical samples
+    reference: np.ndarray
+    pde: pdes.PDE
+
+
 def check_outputs(out: Path, names: Iterable[str], overwrite: bool) -> None:
     """Refuse an ``out`` folder that already holds any of ``names`` (unless ``overwrite``), or
     that is a file."""

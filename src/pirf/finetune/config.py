@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pirf.config import deep_merge, load_config, packaged_configs, read_yaml, resolve_config
 from pirf.errors import ConfigError
+from pirf.finetune.presets import PRESETS
 from pirf.rewards import RewardConfig
 
 TruncationMode = Literal["fixed", "full", "random", "lv"]
@@ -79,7 +80,7 @@ class RegularizationConfig:
 @dataclass
 class PolicyConfig:
     """Stochastic rollouts and the policy-gradient update (DDPO, GRPO; RSM's and adjoint matching's
-    rollouts too). REFERENCE sec. 4; Black et al. 2024 (DDPO); Liu et al. 2025 (Flow-GRPO).
+    rollouts too). Black et al. 2024 (DDPO); Liu et al. 2025 (Flow-GRPO).
 
     ``sampler``: ``ddim`` (DDIM in EDM units, DDPO's sampler), ``flow_sde`` (the Flow-GRPO SDE on a
     uniform flow-time grid), ``auto`` (ddim for EDM models, flow_sde for flow models).
@@ -173,22 +174,6 @@ class FinetuneConfig:
     log_every: int = 5
     checkpoint_every: int = 25
 
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "pirf": {"truncation": {"mode": "fixed", "k": 2}, "layers": "high-res"},
-    "draft-k": {"truncation": {"mode": "fixed", "k": 1}, "layers": "all"},
-    "draft": {"truncation": {"mode": "full"}, "layers": "all", "gradient_checkpointing": True},
-    "draft-lv": {"truncation": {"mode": "lv", "k": 1, "lv_copies": 2}, "layers": "all"},
-    "alignprop": {"truncation": {"mode": "random"}, "layers": "all", "gradient_checkpointing": True},
-    "ddpo": {"policy": {"epochs": 2, "group_size": 1}},
-    "grpo": {"policy": {"epochs": 1, "group_size": 4, "kl": 0.04}},
-    "rwr": {},
-    "rsm": {},
-    "adjoint-matching": {"policy": {"sampler": "ddim", "noise_level": 1.0}},
-}
-"""Every method as a named preset of one fine-tuner (REFERENCE sec. 1 and 4): reward backprop
-(pirf, draft-k, draft, draft-lv, alignprop), policy gradient (ddpo, grpo), regression toward the
-tilted base (rwr, rsm, adjoint-matching)."""
 
 __all__ = [
     "PRESETS",
@@ -305,7 +290,7 @@ def check_method_name(name: str) -> None:
 def _run_name(base: str | None, benchmark: str | None, data: dict[str, Any]) -> str:
     """The default run folder's stem: a zoo entry's name (``poisson``, ``poisson-flow``), else the
     benchmark, else the model file's stem."""
-    from pirf.evaluation.runner import zoo_pde
+    from pirf.models.loading import zoo_pde
 
     if base is not None and zoo_pde(base) is not None:
         return base
@@ -315,8 +300,8 @@ def _run_name(base: str | None, benchmark: str | None, data: dict[str, Any]) -> 
 def _benchmark_of(base: str | None) -> str | None:
     """The benchmark a BASE names: a registered PDE name, or the PDE recorded in a model file."""
     from pirf import pdes
-    from pirf.evaluation.runner import resolve_model
     from pirf.models.checkpoint import read_checkpoint_config
+    from pirf.models.loading import resolve_model
 
     if base is None or base in pdes.names():
         return base

@@ -46,7 +46,8 @@ from pirf.disk import checkpoint_bytes, require_space, tensor_bytes
 from pirf.errors import ConfigError, DataFileError, NonFiniteError, OutputExistsError
 from pirf.evaluation.guard import GuardTolerances, Verdict, admissible, judge, worst_channel
 from pirf.evaluation.metrics import channel_terms
-from pirf.evaluation.runner import load_model, record_pde, reference_for, score_samples
+from pirf.evaluation.reference import reference_for
+from pirf.evaluation.runner import score_samples
 from pirf.files import append_jsonl, crash_point, read_jsonl, truncate_jsonl, write_json, write_text
 from pirf.finetune.config import FinetuneConfig, check_method_name
 from pirf.finetune.methods import Rollout, checkpointed
@@ -54,11 +55,14 @@ from pirf.finetune.registry import make_method, refuse_black_box
 from pirf.finetune.regularization import interpolate, online_penalty
 from pirf.models.checkpoint import checkpoint_paths, load_checkpoint, recover_checkpoint, save_checkpoint
 from pirf.models.factory import describe
+from pirf.models.loading import load_model
+from pirf.models.record import record_pde
 from pirf.models.resolution_map import select_parameters
 from pirf.normalization import Normalization
 from pirf.pdes.base import PDE, check_seed
 from pirf.rewards import Reward, make_reward
-from pirf.sampling import karras_sigmas, per_sample_noise, sample_heun
+from pirf.sampling import per_sample_noise
+from pirf.sampling.draw import generate_samples, sigma_grid
 from pirf.training.ema import EMA, ema_beta
 from pirf.training.engine import make_accelerator
 from pirf.training.faults import BadSteps, agreed, diverged, finite_gradients, nonfinite_reason
@@ -139,24 +143,31 @@ def build_context(cfg: FinetuneConfig, accelerator: Accelerator | None = None) -
         ref_path, _ = reference_for(record, cfg.eval.reference, cfg.eval.n_reference, progress=False)
     reference = read_fields(ref_path)
     s = cfg.sampler
-    sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho)
+    sigmas = sigma_grid(model, s.steps, "heun", sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho)
     return Context(model, record, pde, normalization, trained, base, reference, sigmas)
 
 
 # -- evaluation -------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def sample_eval_set(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> np.ndarray:
-    """Physical samples of ``model`` from the fixed held-out eval seeds."""
-    c, r = len(ctx.pde.fields), int(ctx.record["resolution"])
-    generators = trajectory_generators(cfg.eval.seed, 0, range(cfg.eval.n))
-    out = []
-    for start in range(0, cfg.eval.n, 32):
-        gens = generators[start : start + 32]
-        noise = per_sample_noise((len(gens), c, r, r), gens)
-        out.append(ctx.normalization.denormalize(sample_heun(model, noise, ctx.sigmas).x0))
-    return torch.cat(out).numpy()
+    """Physical samples of ``model`` from the fixed held-out eval seeds: the one seeded draw of
+    `pirf sample` and `pirf evaluate` (`generate_samples`, sample i from (eval.seed, i)) on the
+    fine-tune's own grid, so the in-loop numbers are those `pirf evaluate` reports."""
+    was_training = model.training
+    drawn = generate_samples(
+        model,
+        ctx.record,
+        cfg.eval.n,
+        cfg.sampler.steps,
+        cfg.eval.seed,
+        batch_size=32,
+        device=next(model.parameters()).device,
+        progress=False,
+        sigmas=ctx.sigmas,
+    )
+    model.train(was_training)
+    return drawn.fields
 
 
 def score(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> dict[str, Any]:

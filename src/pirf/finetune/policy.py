@@ -38,14 +38,13 @@ from pirf.finetune.methods import Method, Rollout, Update, objective
 from pirf.sampling import (
     SampleOutput,
     StepRecord,
-    flow_sigmas,
-    karras_sigmas,
     recompute_transition,
     sample_ddim,
     sample_flow_sde,
     step_log_prob,
 )
-from pirf.sampling.samplers import DenoiserFn
+from pirf.sampling.chain import DenoiserFn
+from pirf.sampling.draw import sigma_grid
 
 DEFAULT_NOISE_LEVEL = {"ddim": 1.0, "flow_sde": 0.7}
 """DDPO samples DDIM at eta = 1; Flow-GRPO uses a = 0.7."""
@@ -71,20 +70,18 @@ class PolicySampler:
 
 def policy_sampler(cfg: FinetuneConfig, model_kind: str) -> PolicySampler:
     """The rollout sampler of ``cfg.policy``: ``auto`` is DDIM for EDM models, the flow SDE for flow
-    models; the grid is the Karras grid of ``cfg.sampler`` (ddim) or a uniform flow-time grid."""
+    models; the grid is the Karras grid of ``cfg.sampler`` (ddim) or a uniform flow-time grid
+    (flow SDE), by `sigma_grid`'s rule for the sampler."""
     policy, s = cfg.policy, cfg.sampler
     kind = policy.sampler if policy.sampler != "auto" else ("flow_sde" if model_kind == "flow" else "ddim")
     level = DEFAULT_NOISE_LEVEL[kind] if policy.noise_level is None else float(policy.noise_level)
     steps = policy.steps or s.steps
-    if kind == "ddim":
-        if not 0 < level <= 1:
-            raise ConfigError(f"policy.noise_level = {level} for ddim", "use 0 < eta <= 1 (DDPO: 1.0)")
-        sigmas = karras_sigmas(steps, s.sigma_min, s.sigma_max, s.rho)
-    else:
-        if level <= 0:
-            raise ConfigError(f"policy.noise_level = {level} for flow_sde", "use a > 0 (Flow-GRPO: 0.7)")
-        sigmas = flow_sigmas(steps, t_max=s.sigma_max / (1 + s.sigma_max)).float()
-    return PolicySampler(kind, level, sigmas)
+    if kind == "ddim" and not 0 < level <= 1:
+        raise ConfigError(f"policy.noise_level = {level} for ddim", "use 0 < eta <= 1 (DDPO: 1.0)")
+    if kind == "flow_sde" and level <= 0:
+        raise ConfigError(f"policy.noise_level = {level} for flow_sde", "use a > 0 (Flow-GRPO: 0.7)")
+    sigmas = sigma_grid("edm", steps, kind, sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho)
+    return PolicySampler(kind, level, sigmas.float())
 
 
 @dataclass

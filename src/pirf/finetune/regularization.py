@@ -2,7 +2,7 @@
 
 Online: the penalty lambda * ||theta - theta_base||^2, summed over the trained parameters, with
 theta_base the *loaded* base weights (PIRF's public code anchors a sum of norms to the random
-initialization; REFERENCE sec. 1). Offline: interpolation theta_base + alpha (theta_ft -
+initialization). Offline: interpolation theta_base + alpha (theta_ft -
 theta_base), alpha in [0, 1], scored on held-out samples (the EMA lives in `pirf.training.ema`).
 """
 

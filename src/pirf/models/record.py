@@ -30,7 +30,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def record_pde(record: Mapping[str, Any], path: str | os.PathLike) -> pdes.PDE:
+def record_pde(record: Mapping[str, Any], path: str | os.PathLike = "the model record") -> pdes.PDE:
     """The PDE (with its physical parameters) that ``record`` names; an error naming ``path``
     when the name is not registered or the parameters do not fit it."""
     name, params = record.get("pde"), record.get("pde_params", {})

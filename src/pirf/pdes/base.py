@@ -21,13 +21,14 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from pirf.errors import ConfigError, NonFiniteError, ShapeError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 BoundaryKind = Literal["dirichlet", "periodic", "periodic-x"]
 
@@ -68,7 +69,9 @@ def sample_rngs(seed: int, start: int, n: int) -> list[np.random.Generator]:
 def _all_finite(x: Tensor | np.ndarray, batch: int = 256) -> bool:
     """Whether ``x`` holds no NaN or inf, checked ``batch`` samples at a time (an array on disk,
     e.g. a memory map, is never held in memory whole)."""
-    if isinstance(x, Tensor):
+    import torch
+
+    if isinstance(x, torch.Tensor):
         return bool(torch.isfinite(x).all())
     return all(bool(np.isfinite(x[i : i + batch]).all()) for i in range(0, len(x), batch))
 
@@ -185,6 +188,8 @@ class PDE(ABC):
         Default: ``interior`` and, for non-periodic boundaries, the one-pixel ``boundary`` ring
         (for ``periodic-x``, the first and last rows, i.e. the time edges).
         """
+        import torch
+
         b, _, h, w = x.shape
         edge = torch.zeros(h, w, dtype=torch.bool, device=x.device)
         if self.boundary == "dirichlet":

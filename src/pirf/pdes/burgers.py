@@ -23,10 +23,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from torch import Tensor
 
 from pirf.errors import ConfigError, ShapeError
 from pirf.pdes import random_fields as rf
@@ -34,6 +33,9 @@ from pirf.pdes.base import PDE, Grid
 from pirf.pdes.operators import diff_one_sided_edges, periodic_diff, periodic_diff2
 from pirf.pdes.registry import register
 from pirf.pdes.spectral import ETDRK4
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 _BATCH = 128  # samples solved together (larger batches fall out of cache)
 

@@ -16,14 +16,14 @@ u[i-2]) / 4 dx^2 inside, which cannot see the grid-scale mode: docs/paper.md mea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, ClassVar
 
 from pirf.pdes.burgers import Burgers
 from pirf.pdes.paper import check_residual_form, d1_replicate
 from pirf.pdes.registry import register
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ class BurgersPaper(Burgers):
         return Burgers.residual(self, x)
 
     def regions(self, x: Tensor) -> dict[str, Tensor]:
+        import torch
+
         b, _, h, w = x.shape
         edge = torch.zeros(h, w, dtype=torch.bool, device=x.device)
         edge[[0, -1], :] = True

@@ -39,19 +39,18 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import scipy.fft
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from pirf.errors import ConfigError, NonFiniteError, ShapeError
 from pirf.pdes import random_fields as rf
 from pirf.pdes.base import PDE, Grid, unit_square_grid
 from pirf.pdes.operators import embed_interior, laplacian_5pt
 from pirf.pdes.registry import register
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 RESIDUAL_FORMS = ("conservative", "nonconservative")
 COEFFICIENT_MODELS = ("cells", "continuous")
@@ -128,6 +127,8 @@ def _cg_iterations(contrast: float) -> int:
 
 def _solve_fv(a: np.ndarray, forcing: float) -> np.ndarray:
     """u ``[N, N]`` of the conservative FV scheme for one positive coefficient field ``a [N, N]``."""
+    import scipy.fft
+
     n = a.shape[-1]
     h = 1.0 / (n - 1)
     east, west, north, south, diag = _fv_stencil(a)
@@ -317,6 +318,8 @@ class Darcy(PDE):
         """Snap ``a`` onto its two phases, a = a_high where a > (a_low + a_high)/2 else a_low
         (PIRF thresholds the generated permeability the same way); ``u`` is kept. No gradient
         flows through the projected ``a``."""
+        import torch
+
         a = torch.where(x[:, :1] > 0.5 * (self.a_low + self.a_high), self.a_high, self.a_low)
         return torch.cat([a.to(x.dtype).detach(), x[:, 1:]], dim=1)
 
@@ -324,6 +327,9 @@ class Darcy(PDE):
         """Bool masks ``[B, R, R]``: ``boundary`` (the ring), ``interface`` (interior nodes with a
         4-neighbour whose a differs by more than (a_high - a_low)/2, i.e. across a jump) and
         ``interior`` (the other interior nodes). The three partition the grid."""
+        import torch
+        import torch.nn.functional as F
+
         self.check_fields(x)
         a = x[:, 0].detach()
         c, gap = a[:, 1:-1, 1:-1], 0.5 * (self.a_high - self.a_low)

@@ -26,12 +26,9 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import scipy.fft
-import torch
-from torch import Tensor
 
 from pirf.errors import ConfigError
 from pirf.pdes import random_fields as rf
@@ -40,6 +37,9 @@ from pirf.pdes.darcy import _CG_RTOL, Darcy, _cg_iterations, _dot, flux_form_ope
 from pirf.pdes.operators import diff_one_sided_edges
 from pirf.pdes.paper import check_residual_form, d2_one_sided
 from pirf.pdes.registry import register
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def cell_centred_grid(resolution: int) -> Grid:
@@ -76,6 +76,8 @@ def _face_coefficients(a: np.ndarray) -> tuple[np.ndarray, ...]:
 def solve_cell_centred(a: np.ndarray, forcing: float) -> np.ndarray:
     """u ``[M, M]`` at the cell centres of the conservative scheme for ``a [M, M]`` (h = 1/M, u = 0
     on the walls), by preconditioned CG to a relative residual of 1e-10."""
+    import scipy.fft
+
     m = a.shape[-1]
     h = 1.0 / m
     east, west, north, south = _face_coefficients(a)
@@ -211,6 +213,8 @@ class DarcyPaper(Darcy):
     def pirf_residual(self, x: Tensor) -> Tensor:
         """-div(a grad u) - forcing by the conservative cell-centred scheme the data are solved
         with (harmonic-mean faces; on the ring a wall face at h/2 with u = 0), 2nd order."""
+        import torch
+
         self.check_fields(x)
         a, u = x[:, 0], x[:, 1]
         a_ext = torch.cat([a[:, :1], a, a[:, -1:]], dim=1)

@@ -17,15 +17,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from torch import Tensor
 
 from pirf.errors import ConfigError
 from pirf.pdes import random_fields as rf
 from pirf.pdes.base import PDE, Grid, unit_square_grid
 from pirf.pdes.operators import embed_interior, laplacian_5pt
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)

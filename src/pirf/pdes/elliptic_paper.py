@@ -22,16 +22,17 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import scipy.fft
-from torch import Tensor
 
 from pirf.pdes import random_fields as rf
 from pirf.pdes.elliptic import DirichletElliptic, Helmholtz, Poisson
 from pirf.pdes.paper import check_residual_form, laplacian_replicate
 from pirf.pdes.registry import register
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @functools.lru_cache(maxsize=8)
@@ -63,6 +64,8 @@ class _PaperElliptic(DirichletElliptic):
     def solve_discrete(self, f: np.ndarray) -> np.ndarray:
         """u ``[B, R, R]``: Lap_h u + k^2 u = f on interior nodes (5-point, h = 1/(R-1)), u = 0 on
         the ring; exact up to round-off."""
+        import scipy.fft
+
         r = f.shape[-1]
         h = 1.0 / (r - 1)
         symbol = _dst1_symbol(r - 2) / h**2 + self.k_squared

@@ -33,11 +33,9 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from pirf.errors import ConfigError, ShapeError
 from pirf.pdes import random_fields as rf
@@ -45,6 +43,9 @@ from pirf.pdes.base import PDE, ConditioningField, Grid
 from pirf.pdes.operators import spectral_derivatives
 from pirf.pdes.registry import register
 from pirf.pdes.spectral import ETDRK4
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 _BATCH = 8  # trajectories integrated together (numpy FFTs gain little from larger batches)
 _FINE_SETTLE = 1.0  # time units on the fine grid before the first frame
@@ -176,7 +177,9 @@ class Kolmogorov(PDE):
 
     def forcing(self, y):
         """f(y) = -A cos(k_f y) (numpy or torch)."""
-        cos = torch.cos if isinstance(y, Tensor) else np.cos
+        import torch
+
+        cos = torch.cos if isinstance(y, torch.Tensor) else np.cos
         return -self.forcing_amp * cos(self.forcing_wavenumber * y)
 
     def laminar(self, resolution: int) -> np.ndarray:
@@ -273,6 +276,8 @@ class Kolmogorov(PDE):
         difference (2nd order in dt_frame), spectral space derivatives (exact for band-limited
         fields; no dealiasing), velocity from the stream function of w1.
         """
+        import torch
+
         self.check_fields(x)
         w0, w1, w2 = x[:, 0], x[:, 1], x[:, 2]
         d = spectral_derivatives(w1, self.length)

@@ -24,22 +24,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from pirf.pdes.base import ConditioningField, Grid
 from pirf.pdes.kolmogorov import Kolmogorov
 from pirf.pdes.paper import check_residual_form
 from pirf.pdes.registry import register
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 
 def _authors_spectral(w: Tensor, length: float) -> dict[str, Tensor]:
     """Derivatives of ``w [..., N, N]`` as PIRF's Kolmogorov code takes them: full FFT, multiply,
     keep the half spectrum (columns 0..N/2) and invert with a real FFT. Wavenumbers per axis
     k = 0..N/2-1, -N/2..-1 (times 2 pi / L); ``d_r`` / ``d_c`` differentiate along rows / columns."""
+    import torch
+
     n = w.shape[-1]
     real = w.dtype
     k = torch.fft.fftfreq(n, d=1.0 / n, dtype=real, device=w.device) * (2 * math.pi / length)
@@ -119,6 +122,8 @@ class KolmogorovPaper(Kolmogorov):
     def paper_residual(self, x: Tensor) -> Tensor:
         """(w2 - w0) / 2 dt + u w_x + v w_y - Lap(w1) / Re + drag w1 - f on the middle frame, with
         u = psi_y, v = -psi_x (x = rows, y = columns) and the authors' spectral conventions."""
+        import torch
+
         self.check_fields(x)
         w0, w1, w2 = x[:, 0], x[:, 1], x[:, 2]
         d = _authors_spectral(w1, self.length)

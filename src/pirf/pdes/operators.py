@@ -8,10 +8,10 @@ tests on manufactured solutions.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def laplacian_5pt(u: Tensor, dy: float, dx: float) -> Tensor:
@@ -27,6 +27,9 @@ def laplacian_5pt(u: Tensor, dy: float, dx: float) -> Tensor:
 
 def embed_interior(interior: Tensor, ring: Tensor) -> Tensor:
     """Full ``[..., H, W]`` map: ``interior`` ``[..., H-2, W-2]`` inside, ``ring``'s values on the edge."""
+    import torch
+    import torch.nn.functional as F
+
     padded = F.pad(interior, (1, 1, 1, 1))
     edge = torch.ones_like(ring, dtype=torch.bool)
     edge[..., 1:-1, 1:-1] = False
@@ -35,11 +38,15 @@ def embed_interior(interior: Tensor, ring: Tensor) -> Tensor:
 
 def periodic_diff(u: Tensor, h: float, dim: int = -1) -> Tensor:
     """First derivative, central, periodic along ``dim``, 2nd order: (u[j+1] - u[j-1]) / 2h."""
+    import torch
+
     return (torch.roll(u, -1, dims=dim) - torch.roll(u, 1, dims=dim)) / (2 * h)
 
 
 def periodic_diff2(u: Tensor, h: float, dim: int = -1) -> Tensor:
     """Second derivative, central, periodic along ``dim``, 2nd order: (u[j+1] - 2u[j] + u[j-1]) / h^2."""
+    import torch
+
     return (torch.roll(u, -1, dims=dim) - 2 * u + torch.roll(u, 1, dims=dim)) / h**2
 
 
@@ -49,6 +56,8 @@ def diff_one_sided_edges(u: Tensor, h: float, dim: int = -2) -> Tensor:
     Central (u[j+1] - u[j-1]) / 2h inside; at the two edges the one-sided 3-point formulas
     (-3u[0] + 4u[1] - u[2]) / 2h and (3u[-1] - 4u[-2] + u[-3]) / 2h.
     """
+    import torch
+
     u = u.movedim(dim, -1)
     inner = (u[..., 2:] - u[..., :-2]) / (2 * h)
     first = (-3 * u[..., :1] + 4 * u[..., 1:2] - u[..., 2:3]) / (2 * h)
@@ -56,8 +65,12 @@ def diff_one_sided_edges(u: Tensor, h: float, dim: int = -2) -> Tensor:
     return torch.cat([first, inner, last], dim=-1).movedim(-1, dim)
 
 
-def wavenumbers(n: int, length: float, *, rfft: bool = False, device=None, dtype=torch.float64) -> Tensor:
-    """Angular wavenumbers 2 pi k / L of an ``n``-point periodic grid (``rfft``: the half spectrum)."""
+def wavenumbers(n: int, length: float, *, rfft: bool = False, device=None, dtype=None) -> Tensor:
+    """Angular wavenumbers 2 pi k / L of an ``n``-point periodic grid (``rfft``: the half spectrum;
+    ``dtype`` default float64)."""
+    import torch
+
+    dtype = torch.float64 if dtype is None else dtype
     d = length / n
     freq = torch.fft.rfftfreq if rfft else torch.fft.fftfreq
     return 2 * math.pi * freq(n, d=d, dtype=dtype, device=device)
@@ -70,6 +83,8 @@ def spectral_derivatives(w: Tensor, length: float) -> dict[str, Tensor]:
     ``-lap psi = w`` (mean mode set to zero), its velocity ``u = psi_y, v = -psi_x``.
     Exact for band-limited fields; the Nyquist mode of odd derivatives is zeroed.
     """
+    import torch
+
     n = w.shape[-1]
     real = w.dtype if w.dtype.is_floating_point else torch.float64
     ky = wavenumbers(n, length, device=w.device, dtype=real)[:, None]

@@ -22,12 +22,13 @@ PDE; to train a ``-paper`` model with the other form, set the reward's source to
 from __future__ import annotations
 
 import dataclasses
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from pirf.errors import ConfigError
 from pirf.pdes.base import PDE
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 RESIDUAL_FORMS = ("paper", "pirf")
 
@@ -46,6 +47,8 @@ def d2_one_sided(u: Tensor, h: float, dim: int) -> Tensor:
     """Second derivative along ``dim``, 2nd order: central inside, one-sided 4-point on the edge
     pixels, (2u0 - 5u1 + 4u2 - u3) / h^2 and its mirror (the authors' `findiff` stencils, accuracy
     2; their first derivative is `operators.diff_one_sided_edges`)."""
+    import torch
+
     u = u.movedim(dim, -1)
     inner = (u[..., 2:] - 2 * u[..., 1:-1] + u[..., :-2]) / h**2
     first = (2 * u[..., :1] - 5 * u[..., 1:2] + 4 * u[..., 2:3] - u[..., 3:4]) / h**2
@@ -56,6 +59,8 @@ def d2_one_sided(u: Tensor, h: float, dim: int) -> Tensor:
 def d1_replicate(u: Tensor, h: float, dim: int) -> Tensor:
     """Central first difference along ``dim`` of ``u`` padded by replication: (u[j+1] - u[j-1]) / 2h
     inside, (u[1] - u[0]) / 2h and (u[-1] - u[-2]) / 2h on the edges (half a one-sided difference)."""
+    import torch
+
     u = u.movedim(dim, -1)
     padded = torch.cat([u[..., :1], u, u[..., -1:]], dim=-1)
     return ((padded[..., 2:] - padded[..., :-2]) / (2 * h)).movedim(-1, dim)
@@ -67,6 +72,8 @@ def laplacian_replicate(u: Tensor, h: float) -> Tensor:
     Inside: the 2nd-order 5-point stencil. On the ring the missing neighbour is the pixel itself,
     so for u = 0 on the ring the value there is u[1, j] / h^2 (plus the other axis' term).
     """
+    import torch
+
     p = torch.cat([u[..., :1, :], u, u[..., -1:, :]], dim=-2)
     p = torch.cat([p[..., :1], p, p[..., -1:]], dim=-1)
     c = p[..., 1:-1, 1:-1]

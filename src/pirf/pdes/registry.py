@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from typing import Any, TypeVar
 
@@ -45,8 +46,10 @@ def get_class(name: str) -> type[PDE]:
     try:
         return _REGISTRY[name]
     except KeyError:
+        close = difflib.get_close_matches(str(name), names(), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
         raise UnknownNameError(
-            f"unknown PDE {name!r}", f"use one of: {', '.join(names())} (or register your own)"
+            f"unknown PDE {name!r}", f"{hint}use one of: {', '.join(names())} (or register your own)"
         ) from None
 
 
@@ -55,11 +58,30 @@ def get(name: str, **params: Any) -> PDE:
     cls = get_class(name)
     unknown = sorted(set(params) - set(cls.param_names()))
     if unknown:
-        raise ConfigError(
-            f"{name}: unknown parameter(s) {', '.join(unknown)}",
-            f"valid parameters are: {', '.join(cls.param_names()) or '(none)'}",
-        )
+        raise ConfigError(f"{name}: unknown parameter(s) {', '.join(unknown)}", _param_fix(cls, unknown))
     return cls(**{key: _coerce(cls, key, value) for key, value in params.items()})
+
+
+GRID_KEYS = ("resolution", "res", "r", "nx", "ny", "grid", "size", "grid_size")
+"""Parameter names that mean the grid, which is no physical parameter of a PDE."""
+
+
+def _param_fix(cls: type[PDE], unknown: list[str]) -> str:
+    """What to do about ``unknown`` parameters of ``cls``: the near misses (any case), a pointer
+    to where the grid resolution goes if one of them names it, and the valid parameters."""
+    valid = cls.param_names()
+    lower = {v.lower(): v for v in valid}
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key.lower(), list(lower), n=1)
+        if close:
+            hints.append(f"did you mean {lower[close[0]]!r} for {key!r}?")
+    if any(k.lower() in GRID_KEYS or difflib.get_close_matches(k.lower(), ["resolution"]) for k in unknown):
+        hints.append(
+            "the grid is not a PDE parameter: set it with --resolution (`pirf data generate`) "
+            "or data.resolution (a pretrain config);"
+        )
+    return " ".join([*hints, f"valid parameters are: {', '.join(valid) or '(none)'}"])
 
 
 def _coerce(cls: type[PDE], key: str, value: Any) -> Any:

@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from pirf.errors import ConfigError, NonFiniteError, ShapeError
-from pirf.sampling.samplers import DenoiserFn, SampleOutput, _denoise, _heun_step, _run_chain
+from pirf.sampling.chain import DenoiserFn, SampleOutput, denoise, run_chain
+from pirf.sampling.samplers import heun_step
 
 GuidanceLoss = Callable[[Tensor], Tensor]
 """``loss(x [B, C, H, W]) -> [B]``, in the sampler's space; guidance descends its gradient."""
@@ -62,7 +63,7 @@ def loss_gradient(
     sample, since sample b's loss depends on x_b only. Raises on a non-finite gradient."""
     with torch.enable_grad():
         x_in = x.detach().requires_grad_(True)
-        target = x_in if through is None else _denoise(through, x_in, sigma)
+        target = x_in if through is None else denoise(through, x_in, sigma)
         values = loss(target)
         if values.shape != (x.shape[0],):
             raise ShapeError(
@@ -87,7 +88,7 @@ def _guided_heun_step(
     sigma_next: Tensor,
     to_zero: bool,
 ):
-    x_next, calls, _ = _heun_step(denoiser, i, x, sigma, sigma_next, to_zero)
+    x_next, calls, _ = heun_step(denoiser, i, x, sigma, sigma_next, to_zero)
     if not guided[i] or guidance.zeta == 0:
         return x_next, calls, None
     grad = loss_gradient(guidance.loss, x, denoiser, sigma)  # grad_{x_i} ||R(D(x_i))||, DiffusionPDE
@@ -111,7 +112,7 @@ def sample_heun_dps(
     def step(i: int, x: Tensor, sigma: Tensor, sigma_next: Tensor, to_zero: bool):
         return _guided_heun_step(denoiser, guidance, guided, i, x, sigma, sigma_next, to_zero)
 
-    return _run_chain(step, noise, sigmas, None, return_trajectory)
+    return run_chain(step, noise, sigmas, None, return_trajectory)
 
 
 def cocogen_correct(x: Tensor, loss: GuidanceLoss, zeta: float, steps: int) -> Tensor:

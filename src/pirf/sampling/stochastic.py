@@ -1,8 +1,9 @@
 """Stochastic samplers with one `StepRecord` per step, for policy-gradient methods.
 
 DDIM in EDM (variance-exploding) units and the Flow-GRPO SDE, both as Gaussian transitions
-N(mean, std^2 I) whose log-densities (averaged over dimensions, REFERENCE sec. 4) can be
-recomputed under another model from the record alone. Shared conventions: `pirf.sampling.samplers`.
+N(mean, std^2 I) whose log-densities (averaged over dimensions, as DDPO and Flow-GRPO do) can be
+recomputed under another model from the record alone. Shared conventions: `pirf.sampling.samplers`;
+the loop: `pirf.sampling.chain`.
 """
 
 from __future__ import annotations
@@ -17,51 +18,18 @@ import torch
 from torch import Tensor
 
 from pirf.errors import ConfigError
-from pirf.sampling.samplers import (
+from pirf.sampling.chain import (
     DenoiserFn,
     SampleOutput,
-    _check_chain,
-    _check_generators,
-    _column,
-    _denoise,
-    _run_chain,
+    StepRecord,
+    check_chain,
+    check_generators,
+    column,
+    denoise,
     per_sample_noise,
+    run_chain,
 )
 from pirf.sampling.schedules import sigma_to_t
-
-
-@dataclass
-class StepRecord:
-    """One transition x_t -> x_next ~ N(mean, std^2 I) of a stochastic sampler, in EDM units.
-
-    ``log_prob`` ``[B]`` is the Gaussian log-density of x_next averaged (not summed) over
-    C * H * W (DDPO / Flow-GRPO); it is None on a deterministic step (std = 0: eta or a = 0, or
-    the last step to sigma = 0), which policy-gradient methods skip. ``dt`` is in the sampler's
-    own time: sigma_next - sigma (DDIM) or t_next - t (flow SDE), negative.
-    """
-
-    sampler: str  # "ddim" or "flow_sde": the transition that made it
-    noise_level: float  # eta (DDIM) or a (flow SDE)
-    step: int
-    x_t: Tensor  # [B, C, H, W]
-    x_next: Tensor  # [B, C, H, W]
-    mean: Tensor  # [B, C, H, W]
-    std: Tensor  # [B]
-    noise: Tensor | None  # z ~ N(0, I), x_next = mean + std * z; None if deterministic
-    sigma: Tensor  # [B]
-    sigma_next: Tensor  # [B]
-    dt: Tensor  # [B]
-    log_prob: Tensor | None  # [B]
-
-    @property
-    def deterministic(self) -> bool:
-        """True where the step injected no noise (no log-probability)."""
-        return self.log_prob is None
-
-    @property
-    def t(self) -> Tensor:
-        """Rectified-flow time of the step's start, sigma / (1 + sigma). Shape ``[B]``."""
-        return sigma_to_t(self.sigma)
 
 
 @dataclass
@@ -94,8 +62,8 @@ def ddim_transition(
     deterministic DDIM step, identical to Euler in sigma; eta = 1 is the ancestral (DDPM
     posterior) step, mean = x0_hat + (s'^2 / s) eps_hat. sigma, sigma_next: 0-d or ``[B]``.
     """
-    s, s_next = _column(sigma, x), _column(sigma_next, x)
-    x0_hat = _denoise(denoiser, x, sigma)
+    s, s_next = column(sigma, x), column(sigma_next, x)
+    x0_hat = denoise(denoiser, x, sigma)
     eps_hat = (x - x0_hat) / s
     std = eta * torch.sqrt(s_next**2 * (s**2 - s_next**2) / s**2)
     mean = x0_hat + torch.sqrt((s_next**2 - std**2).clamp_min(0)) * eps_hat
@@ -122,8 +90,8 @@ def flow_sde_transition(
     (the plain ODE step, which lands on x0_hat) and is marked deterministic. a -> 0 gives the
     flow-ODE Euler step.
     """
-    s, s_next = _column(sigma, x), _column(sigma_next, x)
-    x0_hat = _denoise(denoiser, x, sigma)
+    s, s_next = column(sigma, x), column(sigma_next, x)
+    x0_hat = denoise(denoiser, x, sigma)
     t, t_next = sigma_to_t(s), sigma_to_t(s_next)
     dt = t_next - t
     x_t = x / (1 + s)
@@ -145,7 +113,7 @@ def step_log_prob(mean: Tensor, std: Tensor | float, x_next: Tensor) -> Tensor:
     """
     std = torch.as_tensor(std, dtype=mean.dtype, device=mean.device)
     if std.ndim == 1:
-        std = _column(std, mean)
+        std = column(std, mean)
     log_density = -((x_next - mean) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
     return log_density.mean(dim=tuple(range(1, mean.ndim)))
 
@@ -166,7 +134,7 @@ def _stochastic_step(
         x_next, z, log_prob = tr.mean, None, None  # deterministic step: no noise, no log-probability
     else:
         z = per_sample_noise(x.shape, generator, dtype=x.dtype, device=x.device)
-        x_next = tr.mean + _column(tr.std, x) * z
+        x_next = tr.mean + column(tr.std, x) * z
         log_prob = step_log_prob(tr.mean, tr.std, x_next)
     batch = x.shape[0]
     record = StepRecord(
@@ -197,9 +165,9 @@ def _sample_stochastic(
     return_trajectory: bool,
 ) -> SampleOutput:
     if generator is not None and not isinstance(generator, torch.Generator) and noise.ndim > 0:
-        _check_generators(generator, noise.shape[0])
+        check_generators(generator, noise.shape[0])
     step = partial(_stochastic_step, name, noise_level, generator, denoiser)
-    return _run_chain(step, noise, sigmas, grad_steps, return_trajectory)
+    return run_chain(step, noise, sigmas, grad_steps, return_trajectory)
 
 
 def sample_ddim(
@@ -243,7 +211,7 @@ def sample_flow_sde(
         raise ConfigError(
             f"sample_flow_sde: noise_level = {noise_level}", "use noise_level >= 0 (Flow-GRPO: 0.7)"
         )
-    _check_chain(noise, sigmas)
+    check_chain(noise, sigmas)
     _check_flow_sde_steps(sigmas, noise_level)
     return _sample_stochastic(
         "flow_sde", noise_level, denoiser, noise, sigmas, grad_steps, generator, return_trajectory

@@ -53,15 +53,15 @@ import torch
 from torch import Tensor
 
 from pirf.errors import ConfigError, NonFiniteError, ShapeError
-from pirf.sampling.samplers import (
+from pirf.sampling.chain import (
     DenoiserFn,
     SampleOutput,
-    _check_chain,
-    _check_generators,
-    _column,
-    _denoise,
-    _run_chain,
+    check_chain,
+    check_generators,
+    column,
+    denoise,
     per_sample_noise,
+    run_chain,
 )
 from pirf.sampling.stochastic import ddim_transition
 
@@ -195,7 +195,7 @@ def _plain_step(
     if to_zero:
         return tr.mean
     z = per_sample_noise(x.shape, generator, dtype=x.dtype, device=x.device)
-    return tr.mean + _column(tr.std, x) * z
+    return tr.mean + column(tr.std, x) * z
 
 
 def _gradient_step(
@@ -217,7 +217,7 @@ def _gradient_step(
         tr = ddim_transition(denoiser, x_in, sigma, sigma_next, eta)
         _check_finite(tr.x0_hat, "the denoised estimate", i, sigma)
         grad = _value_gradient(value, tr.x0_hat, x_in)
-    std = _column(tr.std.detach(), x)
+    std = column(tr.std.detach(), x)
     mean = tr.mean.detach() + std**2 * grad / alpha  # N(mean, std^2) exp(v / alpha), v linearized
     _check_finite(mean, "the guided mean", i, sigma)
     z = per_sample_noise(x.shape, generator, dtype=x.dtype, device=x.device)
@@ -245,10 +245,10 @@ class _BestOfStep:
             return tr.mean, calls, None
         batch, m = x.shape[0], self.candidates
         z = per_sample_noise((batch, m, *x.shape[1:]), self.generator, dtype=x.dtype, device=x.device)
-        proposals = tr.mean.unsqueeze(1) + _column(tr.std, x).unsqueeze(1) * z  # [B, M, C, H, W]
+        proposals = tr.mean.unsqueeze(1) + column(tr.std, x).unsqueeze(1) * z  # [B, M, C, H, W]
         with torch.no_grad():
             x0_hats = torch.stack(
-                [_denoise(self.denoiser, proposals[:, k].contiguous(), sigma_next) for k in range(m)], dim=1
+                [denoise(self.denoiser, proposals[:, k].contiguous(), sigma_next) for k in range(m)], dim=1
             )
             best = _best_values(self.value, x0_hats).argmax(dim=1)  # per sample, the highest value
         rows = torch.arange(batch, device=x.device)
@@ -287,9 +287,9 @@ def sample_value_guided(
     sigma = 0 is deterministic and unguided. Returns no per-step records.
     """
     check_value_settings(alpha, mode, candidates, eta, value)
-    _check_chain(noise, sigmas)
+    check_chain(noise, sigmas)
     if generator is not None and not isinstance(generator, torch.Generator):
-        _check_generators(generator, noise.shape[0])
+        check_generators(generator, noise.shape[0])
     if mode == "best-of" and not math.isinf(alpha):
         step = _BestOfStep(denoiser, value, candidates, eta, generator)
     else:
@@ -297,7 +297,7 @@ def sample_value_guided(
         def step(i: int, x: Tensor, sigma: Tensor, sigma_next: Tensor, to_zero: bool):
             return _gradient_step(denoiser, value, alpha, eta, generator, i, x, sigma, sigma_next, to_zero)
 
-    out = _run_chain(step, noise, sigmas, None, return_trajectory)
+    out = run_chain(step, noise, sigmas, None, return_trajectory)
     out.x0 = out.x0.detach()
     if out.trajectory is not None:
         out.trajectory = [x.detach() for x in out.trajectory]

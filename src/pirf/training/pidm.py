@@ -1,8 +1,9 @@
 """PIDM: physics-informed diffusion training (Bastek, Sun, Kochmann, ICLR 2025), the
 training-based baseline PIRF is measured against.
 
-PIRF's re-implementation (REFERENCE sec. 3) continues the base model's training with the EDM loss
-plus the squared PDE residual of the denoised estimate, weighted by the inverse noise level:
+PIRF's re-implementation (Yuan et al. 2025, arXiv 2509.20570, baselines) continues the base model's
+training with the EDM loss plus the squared PDE residual of the denoised estimate, weighted by the
+inverse noise level:
 
     L = E[lambda(sigma) ||D(x0 + sigma n, sigma) - x0||^2] + c E[ mean_p R(x0_hat)[p]^2 / (2 sigma) ],
 

@@ -186,7 +186,7 @@ def _initial_model(cfg: PretrainConfig, dataset: FieldDataset) -> torch.nn.Modul
         torch.manual_seed(cfg.seed)
         conditioning = dataset.pde.conditioning(info.resolution) if cfg.model.conditioning else ()
         return build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data, conditioning)
-    from pirf.evaluation.runner import load_model  # a benchmark name, a run folder or a file
+    from pirf.models.loading import load_model  # a benchmark name, a run folder or a file
 
     model, record, _ = load_model(cfg.init)  # its record checked against its weights
     mine = (info.pde.name, info.resolution, info.normalization.to_dict())
@@ -284,14 +284,19 @@ def _prepare_run_dir(cfg: PretrainConfig, resume: bool) -> tuple[Path, bool]:
 def ensure_data(cfg: DataConfig, *, progress: bool = True) -> Path:
     """The training file of ``cfg``, generated first when it is missing and ``cfg.pde`` is set."""
     if not cfg.path:
-        raise ConfigError("pretrain: no data set given", "pass a data file: -p data.path=path/to/file.h5")
+        raise ConfigError(
+            "pretrain: no data set given",
+            "pass a data file: -p data.path=path/to/file.h5 (with -p data.pde=NAME it is generated "
+            "there when missing), or start from a shipped config: `pirf pretrain darcy`",
+        )
     path = Path(cfg.path)
     if path.exists():
         return path
     if cfg.pde is None:
         raise ConfigError(
             f"pretrain: data file {str(path)!r} does not exist",
-            "generate it (`pirf data generate`) or set data.pde to generate it here",
+            "generate it (`pirf data generate`), or set data.pde (e.g. -p data.pde=darcy; `pirf pdes` "
+            "lists them) to generate it here",
         )
     pde = pdes.get(cfg.pde, **cfg.params)
     generate_dataset(pde, cfg.n, path, resolution=cfg.resolution, seed=cfg.seed, progress=progress)
