@@ -24,7 +24,7 @@ from base_targets import score as score_targets
 from base_targets import table as targets_table
 
 from pirf.config import resolve_config
-from pirf.evaluation.report import markdown_report, markdown_table, summary_rows
+from pirf.evaluation.markdown import markdown_report, markdown_table, summary_rows
 from pirf.evaluation.runner import evaluate
 from pirf.models.checkpoint import load_checkpoint, save_checkpoint
 

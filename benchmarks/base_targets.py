@@ -11,7 +11,7 @@ freshly solved held-out data of the model's PDE and parameters (seed = training 
 - spectrum: every channel's radially averaged power spectrum within 0.1 dex of the data's, the
   mean of |log10 P_samples(k) / P_data(k)| over the shells k = 1 .. R/2 (cycles per domain; the
   shells beyond R/2 hold only the corners of the square spectrum). pirf's own all-shell figure
-  (`pirf.evaluation.metrics.spectrum_error`, shells to the corner) is reported beside it;
+  (`pirf.evaluation.distances.spectrum_error`, shells to the corner) is reported beside it;
 - std: every channel's standard deviation (over samples and pixels) within 15% of the data's;
 - fidelity: pirf's fidelity score at most 2x the data's own, where "the data's own" is the score
   of ``--n`` further held-out samples (seed + 20000) against the same reference, so both carry
@@ -38,12 +38,8 @@ import torch
 
 from pirf import pdes
 from pirf.data import read_fields, read_info
-from pirf.evaluation.metrics import (
-    channel_moments,
-    fidelity_report,
-    nearest_neighbour_distance,
-    power_spectrum,
-)
+from pirf.evaluation.distances import channel_moments, nearest_neighbour_distance, power_spectrum
+from pirf.evaluation.metrics import fidelity_report
 from pirf.evaluation.reference import held_out_reference
 from pirf.models.loading import load_model
 from pirf.sampling.draw import generate_samples

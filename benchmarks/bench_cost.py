@@ -29,7 +29,7 @@ from pirf.bench.cells import BenchContext, chain_for, draw
 from pirf.bench.config import GRADIENT_ROWS, BenchConfig
 from pirf.bench.runner import RowModels, cell_path
 from pirf.config import from_dict
-from pirf.evaluation.report import markdown_table
+from pirf.evaluation.markdown import markdown_table
 from pirf.evaluation.timing import Measurement, PairedTimings, method_note, paired_timing
 
 RESULTS = Path(__file__).resolve().parent / "results"

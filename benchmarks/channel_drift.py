@@ -43,10 +43,10 @@ from torch import Tensor
 
 from pirf.data import read_fields
 from pirf.errors import ConfigError
-from pirf.evaluation.metrics import power_spectrum, spectrum_error
+from pirf.evaluation.distances import power_spectrum, spectrum_error
+from pirf.evaluation.markdown import markdown_table
 from pirf.evaluation.reference import reference_for
-from pirf.evaluation.report import markdown_table
-from pirf.finetune.loop import fixed_channels
+from pirf.finetune.context import fixed_channels
 from pirf.models.loading import load_model
 from pirf.models.record import record_pde
 from pirf.rewards import RewardConfig, make_reward

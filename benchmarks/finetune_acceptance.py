@@ -31,8 +31,8 @@ from typing import Any
 from pirf.demo import fidelity_terms, run_demo
 from pirf.evaluation import guard
 from pirf.evaluation.guard import JUDGED, GuardTolerances, channel_changes, worst_channel
+from pirf.evaluation.markdown import markdown_table
 from pirf.evaluation.metrics import channel_terms
-from pirf.evaluation.report import markdown_table
 from pirf.evaluation.runner import run_evaluation
 from pirf.finetune.config import resolve_finetune_config
 

@@ -49,7 +49,7 @@ def build(name: str, steps: int, batch: int, benchmark: str) -> Callable[[], Non
     import torch
 
     from pirf.finetune.config import TruncationConfig
-    from pirf.finetune.loop import _trainable
+    from pirf.finetune.context import select_trainable
     from pirf.finetune.methods import RewardBackprop, Rollout, checkpointed
     from pirf.models.loading import load_model
     from pirf.models.record import record_pde
@@ -71,7 +71,7 @@ def build(name: str, steps: int, batch: int, benchmark: str) -> Callable[[], Non
 
         return sample
     mode, k, layers, ckpt = setting
-    params = [p for _, p in _trainable(model, noise[:2], layers)]
+    params = [p for _, p in select_trainable(model, noise[:2], layers)]
     optimizer = torch.optim.Adam(params, lr=1e-6)
     method = RewardBackprop(TruncationConfig(mode=mode, k=k or 1), "log-mse", name)
     rollout = Rollout(checkpointed(model) if ckpt else model, noise, sigmas, ResidualReward(pde), norm, None)

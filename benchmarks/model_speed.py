@@ -33,7 +33,8 @@ from pirf.evaluation.timing import Measurement, PairedTimings, method_note, pair
 from pirf.models.denoiser import edm_loss
 from pirf.models.factory import build_denoiser
 from pirf.sampling import karras_sigmas, sample_heun
-from pirf.training.pretrain import PERIODIC_AXES, PretrainConfig, _unet_config
+from pirf.training.config import PretrainConfig
+from pirf.training.pretrain import PERIODIC_AXES, _unet_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TRAIN, SAMPLE = "pretraining", "sampling"

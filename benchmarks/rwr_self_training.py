@@ -33,7 +33,7 @@ SOURCES = ("data", "samples", "rwr", "rwr+data")
 def run(source: str, iterations: int, batch: int, lr: float, alpha: float) -> list[dict[str, float]]:
     from pirf.data import read_fields
     from pirf.finetune.config import resolve_finetune_config
-    from pirf.finetune.loop import build_context, score
+    from pirf.finetune.context import build_context, score
     from pirf.finetune.methods import objective
     from pirf.models.denoiser import denoising_losses
     from pirf.rewards import make_reward

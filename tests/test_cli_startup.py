@@ -97,7 +97,7 @@ print("torch" in sys.modules)
 
 
 def test_field_dataset_still_loads_from_pirf_data():
-    from pirf.field_dataset import FieldDataset
+    from pirf.data.dataset import FieldDataset
 
     assert data.FieldDataset is FieldDataset
     with pytest.raises(AttributeError):
@@ -137,7 +137,18 @@ def test_command_list_has_one_line_per_command():
     start = next(i for i, line in enumerate(lines) if "Commands" in line)
     rows = lines[start + 1 : next(i for i in range(start, len(lines)) if lines[i].startswith("╰"))]
     names = [row.split()[1] for row in rows]
-    assert names == ["pdes", "pretrain", "sample", "evaluate", "finetune", "export", "demo", "bench", "data"]
+    assert names == [
+        "pdes",
+        "pretrain",
+        "sample",
+        "evaluate",
+        "finetune",
+        "reconstruct",
+        "export",
+        "demo",
+        "bench",
+        "data",
+    ]
 
 
 def test_usage_names_arguments_plainly():

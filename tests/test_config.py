@@ -429,7 +429,7 @@ def test_every_wrong_type_says_what_to_give(override):
 
 def test_an_alias_bomb_is_refused_before_anything_walks_it(tmp_path):
     """Nine lines of nested aliases stand for 9^9 values: refused while composing, before any walk."""
-    from pirf.config import MAX_YAML_ALIASES, read_yaml
+    from pirf.config.yaml_io import MAX_YAML_ALIASES, read_yaml
 
     lines = ['a: &a ["lol", "lol"]']
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True):

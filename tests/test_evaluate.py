@@ -13,9 +13,8 @@ import torch
 import pirf.pdes as pdes
 from pirf import cli, data
 from pirf.errors import DataFileError, OutputExistsError, UnknownNameError
+from pirf.evaluation import figures, runner
 from pirf.evaluation import reference as reference_module
-from pirf.evaluation import report as report_module
-from pirf.evaluation import runner
 from pirf.models import loading
 from pirf.models.factory import load_denoiser
 from pirf.normalization import Normalization
@@ -144,7 +143,7 @@ def test_sample_streams_each_batch_to_the_file_before_drawing_the_next(trained, 
     monkeypatch.setattr(draw_module.SampleStream, "__iter__", logged_draw)
     path, drawn, _ = runner.sample(trained.run, tmp_path / "s", n=10, steps=2, batch_size=4, progress=False)
     assert events == [("draw", 4), ("write", 4), ("draw", 4), ("write", 4), ("draw", 2), ("write", 2)]
-    assert drawn.n == 10 and len(drawn.fields) == report_module.N_SHOW  # only the plotted ones are kept
+    assert drawn.n == 10 and len(drawn.fields) == figures.N_SHOW  # only the plotted ones are kept
     assert data.read_info(path).n == 10
 
 
@@ -157,7 +156,7 @@ def test_sample_file_reads_and_checks_against_the_model_floor(trained, tmp_path)
     model, _, _ = loading.load_model(trained.run)
     in_memory = draw_module.generate_samples(model, record, 5, 2, 7, batch_size=4, progress=False).fields
     np.testing.assert_array_equal(data.read_fields(path), in_memory)  # streamed batch by batch
-    np.testing.assert_array_equal(drawn.fields, in_memory[: report_module.N_SHOW])
+    np.testing.assert_array_equal(drawn.fields, in_memory[: figures.N_SHOW])
     assert drawn.n == 5 and drawn.nfe_per_sample == 3
     report = data.check_dataset(path)
     assert report.checked == 5 and report.floor == record["data"]["floor"]

@@ -9,10 +9,10 @@ import torch
 
 from pirf.errors import ConfigError
 from pirf.finetune.config import FinetuneConfig, PolicyConfig, SamplerConfig
-from pirf.finetune.loop import seeded_rollout
 from pirf.finetune.policy import advantages, mean_kl, policy_sampler, ppo_terms, trained_steps
 from pirf.finetune.registry import make_method
 from pirf.finetune.regression import gamma_weight, lean_adjoints, zeroth_order_estimate
+from pirf.finetune.seeds import seeded_rollout
 from pirf.sampling import ddim_transition, karras_sigmas, sample_ddim
 
 

@@ -12,7 +12,7 @@ import pirf.pdes as pdes
 from pirf.config import packaged_configs
 from pirf.errors import ConfigError, OutputExistsError
 from pirf.finetune import PRESETS, FinetuneConfig, finetune
-from pirf.finetune import loop as loop_module
+from pirf.finetune import seeds as seeds_module
 from pirf.finetune.config import (
     EvalConfig,
     PolicyConfig,
@@ -126,7 +126,7 @@ def test_resume_reproduces_the_uninterrupted_run(base_model, tmp_path, monkeypat
     straight = tmp_path / "straight"
     finetune(_config(base_model, straight), progress=False)
     split = tmp_path / "split"
-    original = loop_module.per_sample_noise
+    original = seeds_module.per_sample_noise
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):  # Ctrl-C at iteration 5, after the checkpoint at 4
@@ -135,10 +135,10 @@ def test_resume_reproduces_the_uninterrupted_run(base_model, tmp_path, monkeypat
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(loop_module, "per_sample_noise", interrupted)
+    monkeypatch.setattr(seeds_module, "per_sample_noise", interrupted)
     with pytest.raises(KeyboardInterrupt):
         finetune(_config(base_model, split), progress=False)
-    monkeypatch.setattr(loop_module, "per_sample_noise", original)
+    monkeypatch.setattr(seeds_module, "per_sample_noise", original)
     with pytest.raises(OutputExistsError, match="resume"):
         finetune(_config(base_model, split), progress=False)
     finetune(_config(base_model, split), resume=True, progress=False)

@@ -11,9 +11,10 @@ import pirf.pdes as pdes
 from pirf.bench.cells import choose, judged
 from pirf.bench.table import headline, with_ratios
 from pirf.evaluation import metrics as m
+from pirf.evaluation.distances import diversity
 from pirf.evaluation.guard import GuardTolerances, judge, worst_channel
+from pirf.finetune import context as context_module
 from pirf.finetune import finetune
-from pirf.finetune import loop as loop_module
 from pirf.finetune.config import EvalConfig, FinetuneConfig, RegularizationConfig, SamplerConfig
 
 NOISE = 0.07  # white noise on f, in f's std: fine-scale power up, the composite within 20%
@@ -59,7 +60,7 @@ def test_a_collapsed_channel_shows_in_its_own_diversity_ratio(poisson_sets):
     pde, reference, base = poisson_sets
     collapsed = base.copy()
     collapsed[:, 1] = base[:1, 1]  # every sample's u is the first one's
-    div = m.diversity(collapsed, reference, pde=pde)
+    div = diversity(collapsed, reference, pde=pde)
     assert div["channel_ratio"]["u"] == 0.0 and div["channel_ratio"]["f"] > 0.5
     assert m.channel_terms(m.fidelity_report(pde, collapsed, reference))["u"]["diversity"] == 1.0
 
@@ -171,7 +172,7 @@ def test_a_finetune_that_distorts_one_channel_falls_back_to_the_base(
     fidelity can refuse); the composite guard is opened wide (10x), so only the per-channel guard
     stands between the distortion and model.safetensors."""
     scored_sets = []
-    original = loop_module.score_samples
+    original = context_module.score_samples
 
     def distorted(pde, samples, reference, floor):
         result = original(pde, samples, reference, floor)
@@ -181,7 +182,7 @@ def test_a_finetune_that_distorts_one_channel_falls_back_to_the_base(
             result["fidelity"] = original(pde, noisy, reference, floor)["fidelity"]
         return result
 
-    monkeypatch.setattr(loop_module, "score_samples", distorted)
+    monkeypatch.setattr(context_module, "score_samples", distorted)
     run = tmp_path / "run"
     result = finetune(_tiny_config(tiny_poisson_model, run, fidelity_tolerance=10.0), progress=False)
     chosen = result.selected["chosen"]

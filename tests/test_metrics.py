@@ -13,8 +13,8 @@ import torch
 
 import pirf.pdes as pdes
 from pirf import data
+from pirf import evaluation as m
 from pirf.errors import ConfigError, NonFiniteError, ShapeError
-from pirf.evaluation import metrics as m
 
 R = 16
 LOC = np.array([0.5, -2.0])

@@ -1,4 +1,4 @@
-"""The exact test bed (`pirf.testbed`): closed forms against quadrature, wrappers against the
+"""The exact test bed (`pirf.testing`): closed forms against quadrature, wrappers against the
 closed form, pirf's training and sampling against known Gaussians."""
 
 import math
@@ -9,7 +9,7 @@ import torch
 from pirf.errors import ConfigError, ShapeError
 from pirf.models.denoiser import Denoiser, FlowDenoiser
 from pirf.sampling import karras_sigmas, sample_heun
-from pirf.testbed import (
+from pirf.testing import (
     GaussianMixture,
     LinearReward,
     MixtureBackbone,

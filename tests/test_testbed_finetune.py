@@ -19,7 +19,7 @@ from pirf.config import deep_merge, load_config
 from pirf.errors import ConfigError
 from pirf.finetune.config import PRESETS, FinetuneConfig
 from pirf.rewards import black_box
-from pirf.testbed import GaussianMixture, LinearReward, QuadraticReward, finetune_testbed, testbed_model
+from pirf.testing import GaussianMixture, LinearReward, QuadraticReward, finetune_testbed, testbed_model
 
 BASE = GaussianMixture.gaussian(
     torch.tensor([0.2], dtype=torch.float64), torch.tensor([[0.36]], dtype=torch.float64)

@@ -18,17 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from pirf.errors import UnknownNameError
-from pirf.evaluation.report import (
-    Evaluation,
-    atomic_write,
-    check_outputs,
-    markdown_table,
-    plot_residuals,
-    plot_samples,
-    save_figure,
-    write_json,
-)
+from pirf.evaluation.figures import plot_residuals, plot_samples, save_figure
+from pirf.evaluation.markdown import markdown_table
+from pirf.evaluation.report import Evaluation, check_outputs, write_json
 from pirf.evaluation.runner import run_evaluation
+from pirf.files import atomic_write
 from pirf.finetune import finetune
 from pirf.finetune.config import resolve_finetune_config
 from pirf.models.loading import zoo_names

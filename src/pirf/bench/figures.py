@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from pirf import pdes
 from pirf.bench.config import ABLATIONS, BASELINES, FAMILY
 from pirf.bench.table import read_cells
-from pirf.evaluation.report import plot_residuals, plot_samples, save_figure
+from pirf.evaluation.figures import plot_residuals, plot_samples, save_figure
 from pirf.files import read_jsonl
 
 GALLERY = ("data", "pirf", "pirf-all", "pirf-noreg", "pirf-online", "pirf-inverse")

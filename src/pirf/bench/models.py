@@ -18,7 +18,8 @@ from pirf.errors import ConfigError
 from pirf.finetune import finetune
 from pirf.finetune.config import FinetuneConfig, resolve_finetune_config
 from pirf.models.checkpoint import recover_checkpoint
-from pirf.training.pretrain import PretrainConfig, pretrain
+from pirf.training.config import PretrainConfig
+from pirf.training.pretrain import pretrain
 
 PRETRAIN_PREFIX = "pretrain:"
 

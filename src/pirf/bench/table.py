@@ -21,7 +21,9 @@ from typing import Any
 
 from pirf.bench.config import ROWS
 from pirf.evaluation.guard import GuardTolerances, judge, worst_channel
-from pirf.evaluation.report import _num, atomic_write, markdown_table, write_json
+from pirf.evaluation.markdown import markdown_table, num
+from pirf.evaluation.report import write_json
+from pirf.files import atomic_write
 
 CSV_FIELDS = (
     "benchmark",
@@ -134,7 +136,7 @@ def headline(cells: list[dict[str, Any]]) -> str:
     headers = ["method", *[f"{b} N={s}" for b, s in columns]]
 
     def entry(c: dict[str, Any]) -> str:
-        return _num(c["residual"].get("all")) + (" ✗" if _refused(c) else "")
+        return num(c["residual"].get("all")) + (" ✗" if _refused(c) else "")
 
     rows = [[m, *[entry(by[(m, *col)]) if (m, *col) in by else "" for col in columns]] for m in methods]
     return markdown_table(headers, rows)
@@ -167,16 +169,16 @@ def detail(cells: list[dict[str, Any]], benchmark: str) -> str:
             [
                 c["method"],
                 str(c["steps"]) if c["method"] != "data" else "—",
-                _num(c["residual"].get("all")),
-                _num(c["residual"].get("interior")),
-                _num(c.get("x_below_base"), ".2f"),
-                _num(c.get("fidelity")),
-                _num(c.get("fidelity_over_base"), ".2f"),
+                num(c["residual"].get("all")),
+                num(c["residual"].get("interior")),
+                num(c.get("x_below_base"), ".2f"),
+                num(c.get("fidelity")),
+                num(c.get("fidelity_over_base"), ".2f"),
                 (c.get("worst_channel") or {}).get("text", ""),
                 _guard(c) if c["method"] != "base" else "",
-                _num(c.get("diversity"), ".2f"),
-                _num(cost.get("seconds_per_100"), ".2f"),
-                _num(cost.get("network_calls_per_sample"), "d"),
+                num(c.get("diversity"), ".2f"),
+                num(cost.get("seconds_per_100"), ".2f"),
+                num(cost.get("network_calls_per_sample"), "d"),
                 "yes" if cost.get("gradients") else "no",
                 _setting(c.get("setting")),
             ]

@@ -1,7 +1,7 @@
 """The fidelity guard: may a fine-tuned (or guided) model stand in for its base? Judged per channel.
 
 One implementation for every place that decides it: the fine-tune's early stopping and final
-selection (`pirf.finetune.loop`), the bench's guidance sweeps and its table (`pirf.bench`), and
+selection (`pirf.finetune.selection`), the bench's guidance sweeps and its table (`pirf.bench`), and
 the acceptance script. Both sides are scored on the same seeds against the same held-out data
 (`fidelity_report`); the rule (docs/finetune.md, "The fidelity guard, per channel"):
 

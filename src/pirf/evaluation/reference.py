@@ -73,7 +73,9 @@ def held_out_reference(
     return path
 
 
-def _check_file(path: Path, pde: pdes.PDE, resolution: int, role: str, option: str) -> DatasetInfo:
+def check_data_file(path: Path, pde: pdes.PDE, resolution: int, role: str, option: str) -> DatasetInfo:
+    """The info of the data file ``path`` (the ``role`` it plays, given with ``option``), after
+    checking it holds ``pde`` with its parameters at ``resolution`` and only finite samples."""
     info = read_info(path)
     if not _matches(info, pde, resolution):
         raise DataFileError(
@@ -98,7 +100,7 @@ def training_set(
     error), else the record's data path if it still exists and matches, else None with the reason."""
     if train is not None:
         path = Path(train)
-        _check_file(path, pde, resolution, "training", "--train")
+        check_data_file(path, pde, resolution, "training", "--train")
         return path, "given with --train"
     recorded = record.get("data", {}).get("path")
     if not recorded:
@@ -107,7 +109,7 @@ def training_set(
     if not path.exists():
         return None, f"skipped: the training file {path} of the record is not here; pass --train FILE"
     try:
-        _check_file(path, pde, resolution, "training", "--train")
+        check_data_file(path, pde, resolution, "training", "--train")
     except PirfError as err:
         return None, f"skipped: {err.problem}"
     return path, "the training file named in the model's record"
@@ -124,7 +126,7 @@ def resolve_reference(
 ) -> tuple[Path, dict[str, Any]]:
     if reference is not None:
         path = Path(reference)
-        info = _check_file(path, pde, resolution, "reference", "--reference")
+        info = check_data_file(path, pde, resolution, "reference", "--reference")
         return path, {"path": str(path), "n": info.n, "seed": info.seed, "source": "given with --reference"}
     if n_reference < 2:
         raise ConfigError(f"n_reference must be at least 2, got {n_reference}", "use e.g. --n-reference 256")

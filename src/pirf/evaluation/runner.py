@@ -26,17 +26,12 @@ from pirf import pdes
 from pirf.data import read_fields
 from pirf.disk import scratch_array
 from pirf.errors import ConfigError
-from pirf.evaluation.metrics import fidelity_report, finite_rows, relative_to_floor, residual_summary
+from pirf.evaluation.fields import finite_rows
+from pirf.evaluation.figures import N_SHOW
+from pirf.evaluation.metrics import fidelity_report, relative_to_floor, residual_summary
 from pirf.evaluation.reference import REFERENCE_SEED_OFFSET, resolve_reference, training_set
-from pirf.evaluation.report import (
-    EVALUATION_FILES,
-    N_SHOW,
-    SAMPLE_FILES,
-    Evaluation,
-    check_outputs,
-    write_evaluation,
-    write_sample_files,
-)
+from pirf.evaluation.report import EVALUATION_FILES, Evaluation, check_outputs, write_evaluation
+from pirf.evaluation.sample_files import SAMPLE_FILES, write_sample_files
 from pirf.files import jsonable
 from pirf.models.loading import load_model
 from pirf.models.record import record_pde

@@ -114,6 +114,9 @@ class PDE(ABC):
     equation by changing the problem, which is where reward hacking starts (`pirf.rewards`)."""
     samples_per_group: ClassVar[int] = 1
     """Samples that one solver run yields together (Kolmogorov: frames of one trajectory)."""
+    discrete_fields: ClassVar[tuple[str, ...]] = ()
+    """Channels whose values lie on a few levels that `project` snaps them to (Darcy's two-phase
+    ``a``): reconstructions score them by the share of wrongly snapped pixels, not an L2 error."""
 
     # -- parameters ------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:

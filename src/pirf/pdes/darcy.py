@@ -194,6 +194,7 @@ class Darcy(PDE):
     default_resolution: ClassVar[int] = 32
     paper_resolution: ClassVar[int] = 128
     min_resolution: ClassVar[int] = 8
+    discrete_fields: ClassVar[tuple[str, ...]] = ("a",)
 
     a_high: float = 12.0
     a_low: float = 3.0

@@ -17,9 +17,9 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from pirf.models.denoiser import edm_loss, flow_matching_loss
 from pirf.models.factory import build_denoiser, describe, from_description
 from pirf.pdes.base import check_seed
 from pirf.rewards import ResidualReward
+from pirf.training.config import DataConfig, ModelConfig, PretrainConfig
 from pirf.training.ema import EMA, ema_beta
 from pirf.training.engine import make_accelerator
 from pirf.training.faults import BadSteps, agreed, finite_gradients, nonfinite_reason
@@ -48,65 +49,6 @@ PERIODIC_AXES = {"dirichlet": None, "periodic": "xy", "periodic-x": "x"}
 COMPILE_MIN_STEPS = 200
 """`torch.compile` costs minutes of warm-up on a CPU, about what 200 eager steps of the CPU base
 models take (`benchmarks/architecture_speed.py`): shorter runs (tests, smoke runs) stay eager."""
-
-
-@dataclass
-class DataConfig:
-    """The training set: an HDF5 file at ``path``; when it is missing and ``pde`` is given it is
-    generated first (``n`` samples, ``seed``, ``resolution``, physical ``params``), so one
-    command retrains a model from nothing."""
-
-    path: str = ""
-    pde: str | None = None
-    n: int = 5000
-    seed: int = 0
-    resolution: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ModelConfig:
-    """The base model: ``kind`` "edm" (denoiser) or "flow" (rectified flow), and its U-Net."""
-
-    kind: Literal["edm", "flow"] = "edm"
-    sigma_data: float = 1.0  # pirf data are standardized per channel: unit variance
-    base_channels: int = 32
-    channel_mult: tuple[int, ...] = (1, 2, 2)
-    layers_per_block: int = 1
-    attention_resolutions: tuple[int, ...] = ()
-    dropout: float = 0.0
-    mid_attention: bool = True
-    conditioning: bool = True  # feed the PDE's conditioning fields (`PDE.conditioning`), if it has any
-
-
-@dataclass
-class PretrainConfig:
-    """Everything `pretrain` needs; saved in the run folder and in every checkpoint."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    out: str = "runs/pretrain"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 2e-4
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # after the warm-up
-    lr_final: float = 0.05  # cosine: the last step's lr as a fraction of ``lr``
-    betas: tuple[float, ...] = (0.9, 0.999)
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    ema_halflife_samples: float = 10_000.0
-    ema_rampup: float = 0.0  # > 0: half-life min(ema_halflife_samples, ema_rampup x samples seen) (EDM: 0.05)
-    p_mean: float = -1.2
-    p_std: float = 1.2
-    flow_time_sampling: Literal["uniform", "logit-normal"] = "uniform"
-    init: str = ""  # a model to continue from (its EMA weights); its architecture replaces `model`
-    init_kind: Literal["", "edm", "flow"] = ""  # "": the init's kind; else train its network as this kind
-    physics_weight: float = 0.0  # c > 0: PIDM's loss, EDM + c R(x0_hat)^2 / (2 sigma) (`pirf.training.pidm`)
-    seed: int = 0
-    log_every: int = 25
-    checkpoint_every: int = 250
-    max_bad_steps: int = 10  # non-finite losses or gradients in a row before the run stops
-    compile: bool = False  # torch.compile the U-Net for runs of >= COMPILE_MIN_STEPS steps (docs/models.md)
 
 
 @dataclass
@@ -451,4 +393,4 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     return save_checkpoint(out, keep, record)
 
 
-__all__ = ["DataConfig", "ModelConfig", "PretrainConfig", "PretrainResult", "export", "pretrain"]
+__all__ = ["PretrainResult", "export", "pretrain"]

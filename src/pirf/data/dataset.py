@@ -1,6 +1,7 @@
 """The torch `Dataset` of a pirf data file (`pirf.data.FieldDataset`).
 
-Kept apart from `pirf.data` so that reading and describing files needs no torch.
+Kept apart from the rest of `pirf.data`, and loaded on first use, so that reading and describing
+files needs no torch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import numpy as np
 import torch
 
 from pirf import pdes
-from pirf.data import find_nonfinite, read_fields, read_info
+from pirf.data.check import find_nonfinite
+from pirf.data.read import read_fields, read_info
 from pirf.errors import NonFiniteError
 from pirf.normalization import Normalization
 

@@ -1,0 +1,142 @@
+"""What one fine-tuning run holds (`Context`: the model, its base, the physics, the held-out set)
+and how it scores weights on the held-out eval seeds (`score`), as `pirf evaluate` does."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+
+from pirf.data import read_fields
+from pirf.errors import ConfigError
+from pirf.evaluation.metrics import channel_terms
+from pirf.evaluation.reference import reference_for
+from pirf.evaluation.runner import score_samples
+from pirf.finetune.config import FinetuneConfig
+from pirf.models.loading import load_model
+from pirf.models.record import record_pde
+from pirf.models.resolution_map import select_parameters
+from pirf.normalization import Normalization
+from pirf.pdes.base import PDE
+from pirf.rewards import Reward
+from pirf.sampling.draw import generate_samples, sigma_grid
+
+
+@dataclass
+class Context:
+    """What one run holds: the model, its base, the physics and the held-out set."""
+
+    model: nn.Module
+    record: dict[str, Any]
+    pde: PDE
+    normalization: Normalization
+    trained: list[tuple[str, nn.Parameter]]
+    base: dict[str, Tensor]  # theta_base of the trained parameters
+    reference: np.ndarray  # held-out physical samples for the fidelity guard
+    sigmas: Tensor
+
+
+def select_trainable(model: nn.Module, example: Tensor, layers: str) -> list[tuple[str, nn.Parameter]]:
+    chosen = select_parameters(model, example, layers)  # type: ignore[arg-type]
+    if not chosen:
+        raise ConfigError(f"layers={layers!r} selects no parameter of this model", "use layers=all")
+    names = {name for name, _ in chosen}
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in names)
+    return chosen
+
+
+def build_context(cfg: FinetuneConfig, accelerator: Accelerator | None = None) -> Context:
+    """Load the base model, freeze what is not trained, and get the held-out reference set."""
+    model, record, _ = load_model(cfg.base)
+    pde = record_pde(record)
+    normalization = Normalization.from_dict(record["normalization"])
+    resolution = int(record["resolution"])
+    example = torch.zeros(2, len(pde.fields), resolution, resolution)
+    trained = select_trainable(model, example, cfg.layers)
+    base = {name: p.detach().clone() for name, p in trained}
+    first = accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext()
+    with first:  # the main process solves (and caches) the held-out set, the others then read it
+        ref_path, _ = reference_for(record, cfg.eval.reference, cfg.eval.n_reference, progress=False)
+    reference = read_fields(ref_path)
+    s = cfg.sampler
+    sigmas = sigma_grid(model, s.steps, "heun", sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho)
+    return Context(model, record, pde, normalization, trained, base, reference, sigmas)
+
+
+def sample_eval_set(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> np.ndarray:
+    """Physical samples of ``model`` from the fixed held-out eval seeds: the one seeded draw of
+    `pirf sample` and `pirf evaluate` (`generate_samples`, sample i from (eval.seed, i)) on the
+    fine-tune's own grid, so the in-loop numbers are those `pirf evaluate` reports."""
+    was_training = model.training
+    drawn = generate_samples(
+        model,
+        ctx.record,
+        cfg.eval.n,
+        cfg.sampler.steps,
+        cfg.eval.seed,
+        batch_size=32,
+        device=next(model.parameters()).device,
+        progress=False,
+        sigmas=ctx.sigmas,
+    )
+    model.train(was_training)
+    return drawn.fields
+
+
+def score(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> dict[str, Any]:
+    """Held-out residual (median MSE, per region; projected as the reward sees the samples),
+    fidelity score, its terms and every term per channel (`fidelity_report`, lower is better) of
+    ``model``'s eval samples."""
+    samples = sample_eval_set(ctx, model, cfg)
+    floor = ctx.record.get("data", {}).get("floor") or {}
+    result = score_samples(ctx.pde, samples, ctx.reference, floor)
+    if result["nonfinite"] or result["fidelity"] is None:
+        return {
+            "finite": False,
+            "residual": math.inf,
+            "fidelity": math.inf,
+            "regions": {},
+            "terms": {},
+            "channels": {},
+        }
+    return {
+        "finite": True,
+        "residual": result["residual"]["all"]["median_mse"],
+        "fidelity": result["fidelity"]["fidelity_score"],
+        "regions": {k: v["median_mse"] for k, v in result["residual"].items()},
+        "terms": result["fidelity"]["score_terms"],
+        "channels": channel_terms(result["fidelity"], ctx.pde.fields),
+    }
+
+
+def score_state(ctx: Context, weights: dict[str, Tensor], cfg: FinetuneConfig) -> dict[str, Any]:
+    """`score` of a state dict (loaded into a copy of the model)."""
+    model = copy.deepcopy(ctx.model)
+    model.load_state_dict(weights)
+    return score(ctx, model, cfg)
+
+
+def fixed_channels(reward: Reward, pde: PDE) -> Tensor:
+    """``[C]`` bool: the channels the reward may not move (a residual reward's fixed inputs, also
+    behind a black box); a user's reward fixes none."""
+    movable = getattr(reward, "movable", None) or getattr(getattr(reward, "wraps", None), "movable", None)
+    return torch.tensor([movable is not None and name not in movable for name in pde.fields])
+
+
+__all__ = [
+    "Context",
+    "build_context",
+    "fixed_channels",
+    "sample_eval_set",
+    "score",
+    "score_state",
+    "select_trainable",
+]

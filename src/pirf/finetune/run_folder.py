@@ -1,0 +1,98 @@
+"""A fine-tuning run's folder and checkpoints: starting or resuming the folder, the state a
+checkpoint carries besides tensors (`RunState`), the checkpoint record and restoring from it.
+
+Run folder: ``config.json``, ``metrics.jsonl`` (iteration logs), ``evals.jsonl`` (evaluations),
+``checkpoints/latest.*`` (everything to resume), ``checkpoints/best.*`` (early-stopping
+weights) and ``model.{safetensors,json}`` (the selected model; loads like a base model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pirf.config import to_dict
+from pirf.errors import DataFileError, OutputExistsError
+from pirf.files import write_json, write_text
+from pirf.finetune.config import FinetuneConfig
+from pirf.finetune.context import Context
+from pirf.models.checkpoint import load_checkpoint, recover_checkpoint
+from pirf.models.factory import describe
+from pirf.training.ema import EMA
+from pirf.training.faults import BadSteps
+from pirf.training.state import load_optimizer, unprefixed
+
+
+def prepare_run_dir(cfg: FinetuneConfig, resume: bool) -> Path:
+    """The run folder, ready to start or resume (main process only). A new run gets
+    ``config.json`` and empty logs. With ``resume``, checkpoint saves killed midway are finished
+    first (`recover_checkpoint`); a run killed before its first checkpoint starts over."""
+    run_dir = Path(cfg.out)
+    recover_checkpoint(run_dir / "checkpoints" / "best")
+    has_checkpoint = recover_checkpoint(run_dir / "checkpoints" / "latest")
+    if resume and has_checkpoint:
+        return run_dir
+    if has_checkpoint:
+        raise OutputExistsError(
+            f"{run_dir} already holds a fine-tuning run",
+            "pass --resume to continue it, or choose another out",
+        )
+    if resume and not (run_dir / "config.json").exists():
+        raise DataFileError(f"{run_dir} holds no fine-tuning run to resume", "start it without --resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", to_dict(cfg))
+    for name in ("metrics.jsonl", "evals.jsonl"):
+        write_text(run_dir / name, "")
+    return run_dir
+
+
+class RunState:
+    """The mutable state a checkpoint carries besides tensors."""
+
+    def __init__(self) -> None:
+        self.iteration = 0
+        self.bad = BadSteps()
+        self.seconds = 0.0
+        self.base_score: dict[str, Any] | None = None
+        self.best: dict[str, Any] | None = None  # {"iteration", "residual", "fidelity"}
+
+    def to_dict(self) -> dict[str, Any]:
+        own = {k: v for k, v in vars(self).items() if k != "bad"}
+        return own | {"bad_steps": self.bad.total, "consecutive_bad": self.bad.consecutive}
+
+    def load(self, record: dict[str, Any]) -> None:
+        for key in vars(self):
+            if key != "bad":
+                setattr(self, key, record[key])
+        self.bad = BadSteps(record["bad_steps"], record["consecutive_bad"])
+
+
+def run_record(cfg: FinetuneConfig, ctx: Context, iteration: int) -> dict[str, Any]:
+    """The checkpoint record: the base model's record (PDE, normalization, data provenance) with
+    the fine-tune's config on top, so a fine-tuned model loads wherever its base loads."""
+    keep = ("pde", "pde_params", "fields", "resolution", "normalization", "data")
+    return {k: ctx.record[k] for k in keep if k in ctx.record} | {
+        "stage": "finetune",
+        "method": cfg.method,
+        "model": describe(ctx.model),
+        "base": {"spec": cfg.base, "sha256": ctx.record.get("sha256"), "stage": ctx.record.get("stage")},
+        "config": to_dict(cfg),
+        "iteration": iteration,
+    }
+
+
+def restore(
+    latest: Path, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer, state: RunState
+) -> None:
+    """Load the run's ``latest`` checkpoint into the model, the EMA, the optimizer and ``state``."""
+    tensors, record = load_checkpoint(latest, expect={"stage": "finetune"})
+    model.load_state_dict(unprefixed("model", tensors))
+    ema.load_state_dict(unprefixed("ema", tensors))
+    load_optimizer(optimizer, tensors, record["optimizer"])
+    state.load(record["state"])
+
+
+__all__ = ["RunState", "prepare_run_dir", "restore", "run_record"]
