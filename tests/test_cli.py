@@ -116,3 +116,23 @@ def test_console_script_lists_pdes():
     for name in pdes.names():  # whole names in the table at 80 columns, and each equation below it
         assert any(f" {name} " in row for row in rows), name
         assert any(row.startswith(f"{name}: ") for row in rows), name
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["pretrain", "poisson", "steps=7", "-p", "batch_size=4"], {"steps": 7, "batch_size": 4}),
+        (["pretrain", "steps=7", "--set", "seed=3"], {"steps": 7, "seed": 3}),  # no CONFIG, only overrides
+        (["finetune", "darcy", "iterations=3", "-p", "lr=1e-05"], {"iterations": 3, "lr": 1e-05}),
+        (["demo", "iterations=4", "-p", "seed=2"], {"iterations": 4, "seed": 2}),
+        (["bench", "n=16", "-p", "seed=5"], {"n": 16, "seed": 5}),
+    ],
+)
+def test_every_config_verb_takes_bare_and_option_overrides(argv, expected, capsys):
+    """One override syntax: KEY=VALUE as a bare argument or after -p/--set, on every verb with a config."""
+    import yaml
+
+    code, out, err = run([*argv, "--show"], capsys)
+    assert code in (0, None), err
+    shown = yaml.safe_load(out)
+    assert {key: shown[key] for key in expected} == expected

@@ -142,11 +142,11 @@ def test_command_list_has_one_line_per_command():
         "pretrain",
         "sample",
         "evaluate",
-        "finetune",
-        "reconstruct",
         "export",
+        "finetune",
         "demo",
         "bench",
+        "reconstruct",
         "data",
     ]
 

@@ -1,0 +1,183 @@
+"""The `pirf` application: its command classes, shared options, plug-ins and entry point.
+
+Exit codes: 0 success, 1 a check that ran and failed (``pirf data check``), 2 a usage error or
+any `PirfError` (the message says what was wrong and what to do; no traceback).
+
+Start-up stays fast: the command modules import no torch, diffusers or h5py; each command imports
+what it computes with, so ``pirf --help``, argument errors, ``pirf pdes`` and ``pirf data info``
+never load torch (tests/test_cli_startup.py keeps it so; benchmarks/startup_time.py times them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+
+from pirf.errors import ConfigError, PirfError
+
+
+def _no_type_label(ctx: typer.Context) -> None:
+    """The type label of a flag or a repeated argument: none (typer would print ``<bool>``,
+    ``<list[str]>``)."""
+    return None
+
+
+def _plain_labels(params: list[Any]) -> list[Any]:
+    """Drop the type labels that say nothing to a user: flags and repeated arguments (their name
+    or metavar says it: ``KEY=VALUE...``)."""
+    for param in params:
+        flag = isinstance(param, TyperOption) and param.is_flag
+        repeated = isinstance(param, TyperArgument) and param.nargs != 1
+        if flag or repeated:
+            param.display_type_rich = _no_type_label  # type: ignore[attr-defined]
+    return params
+
+
+def _usage_name(param: TyperArgument) -> str:
+    """An argument as the usage line shows it: ``FILE``, ``[CONFIG]``, ``[KEY=VALUE]...``."""
+    name = (param.metavar or (param.name or "").upper()).removesuffix("...")
+    if not param.required:
+        name = f"[{name}]"
+    return f"{name}..." if param.nargs != 1 else name
+
+
+class Command(TyperCommand):
+    """A `pirf` command whose help names things plainly: ``pirf data info [OPTIONS] FILE`` (typer
+    writes ``{file}``), and no ``<bool>`` / ``<list[str]>`` labels beside flags and repeated
+    arguments."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        """``[OPTIONS]`` and the arguments, named as `_usage_name` names them."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [_usage_name(p) for p in self.get_params(ctx) if isinstance(p, TyperArgument)]
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        """The parameters (with ``--help``), without the uninformative type labels."""
+        return _plain_labels(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """A `pirf` command group (``pirf``, ``pirf data``): no ``<bool>`` label beside ``--help``."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        """The parameters (with ``--help``), without the uninformative type labels."""
+        return _plain_labels(super().get_params(ctx))
+
+
+app = typer.Typer(
+    cls=Group,
+    help="pirf: physics-informed reward fine-tuning of diffusion and flow models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(
+    cls=Group, help="Generate, inspect and check PDE data sets (HDF5).", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+console = Console()
+
+
+def load_plugin(spec: str) -> None:
+    """Import a user's module (dotted name or ``.py`` path) so that its PDEs register."""
+    try:
+        if spec.endswith(".py"):
+            path = Path(spec).resolve()
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if module_spec is None or module_spec.loader is None or not path.exists():
+                raise FileNotFoundError(spec)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[path.stem] = module
+            module_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+    except PirfError:
+        raise
+    except Exception as err:  # a user's module may fail in any way: report it, don't trace it
+        raise ConfigError(
+            f"cannot import plugin {spec!r}: {type(err).__name__}: {err}",
+            "give an importable module name or the path of a .py file",
+        ) from None
+
+
+@app.callback()
+def _global_options(
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin", metavar="MODULE", help="import a module or .py file first (registers your own PDEs)"
+        ),
+    ] = None,
+) -> None:
+    for spec in plugin or []:
+        load_plugin(spec)
+
+
+err_console = Console(stderr=True)
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``["nu=0.02", "re=100"]`` -> ``{"nu": 0.02, "re": 100}`` (values read as YAML scalars)."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"parameter {item!r} is not of the form key=value", "write e.g. --param nu=0.02"
+            )
+        try:
+            params[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"cannot read the value of {item!r}: {err}", "quote a string value: -p name='a b'"
+            ) from None
+    return params
+
+
+OverrideOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-p", metavar="KEY=VALUE", help="override a config key (same as a bare KEY=VALUE)"),
+]
+
+
+def overrides_of(*groups: list[str] | None) -> list[str]:
+    """The config overrides of a command, bare ``KEY=VALUE`` arguments and ``-p KEY=VALUE`` options
+    alike, in the order given: every verb with a config takes both (one override syntax)."""
+    return [item for group in groups for item in group or []]
+
+
+SpecArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="MODEL",
+        help="a benchmark name (its shipped model), a run folder, or a model file (.safetensors)",
+    ),
+]
+SeedOption = Annotated[int, typer.Option(help="sampling seed; sample i depends only on (seed, i)")]
+SamplerOption = Annotated[str, typer.Option(help="heun (EDM Alg. 1), euler, ddim or flow_sde")]
+BatchOption = Annotated[int, typer.Option("--batch-size", help="samples per network call")]
+DeviceOption = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if present)")]
+OverwriteOption = Annotated[bool, typer.Option(help="replace existing results in --out")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `pirf` console script: `PirfError` -> message on stderr, exit 2.
+
+    Ctrl-C exits with 130 (typer's convention); writers remove their temporary files on the way.
+    """
+    try:
+        app(args=argv, prog_name="pirf")
+    except PirfError as err:
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)  # no markup from input
+        sys.exit(2)
