@@ -257,3 +257,25 @@ def test_ema_half_life_ramps_up_with_the_samples_seen():
     assert ema_beta(32, 20_000.0, seen=1_000, rampup=0.05) == pytest.approx(0.5 ** (32 / 50))
     assert ema_beta(32, 20_000.0, seen=10**7, rampup=0.05) == pytest.approx(0.5 ** (32 / 20_000))
     assert ema_beta(32, 20_000.0, seen=1_000, rampup=0.0) == ema_beta(32, 20_000.0)
+
+
+def test_resume_refuses_changed_settings_unless_allowed_and_then_records_both(poisson_file, tmp_path):
+    from pirf.config.resume import differences
+    from pirf.errors import ConfigError
+
+    assert differences({"a": {"b": 1}, "c": 2}, {"a": {"b": 3}, "c": 2}) == {"a.b": (1, 3)}
+    run = tmp_path / "run"
+    pretrain(_config(poisson_file, run, steps=3), progress=False)  # a checkpoint at step 3
+    more = _config(poisson_file, run, steps=6, lr=2e-3)
+    with pytest.raises(ConfigError, match=r"lr: 0.001 -> 0.002; steps: 3 -> 6") as err:
+        pretrain(more, resume=True, progress=False)
+    assert "--allow-change" in err.value.fix
+    assert json.loads((run / "config.json").read_text())["lr"] == 1e-3  # nothing changed
+    pretrain(more, resume=True, progress=False, allow_change=True)
+    assert json.loads((run / "config.json").read_text())["lr"] == 2e-3
+    (change,) = [json.loads(line) for line in (run / "config_changes.jsonl").read_text().splitlines()]
+    assert change["at"] == 3 and change["changed"] == {"lr": [1e-3, 2e-3], "steps": [3, 6]}
+    _, record = load_checkpoint(run / "model")
+    assert record["step"] == 6 and record["config"]["lr"] == 2e-3
+    assert record["config_changes"] == [change]  # the record keeps both
+    pretrain(more, resume=True, progress=False)  # the run's settings are now the new ones

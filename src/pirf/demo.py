@@ -25,6 +25,7 @@ from pirf.evaluation.runner import run_evaluation
 from pirf.files import atomic_write
 from pirf.finetune import finetune
 from pirf.finetune.config import resolve_finetune_config
+from pirf.locks import output_lock
 from pirf.models.loading import zoo_names
 
 DEMO_FILES = ("report.md", "report.json", "samples.png", "residuals.png")
@@ -123,10 +124,24 @@ def run_demo(
     """Fine-tune ``benchmark``'s shipped model with PIRF and compare it to the base (see module).
 
     ``resume`` continues an interrupted demo in ``out``: the fine-tune from its last checkpoint
-    (the same numbers as an uninterrupted run), then the comparison, written anew."""
+    (the same numbers as an uninterrupted run), then the comparison, written anew. ``out`` is
+    locked for the demo's life: a second demo into it is refused (`pirf.locks`)."""
+    with output_lock(out, "a demo"):
+        return _run_demo(benchmark, Path(out), overrides, n, steps, overwrite, resume, progress)
+
+
+def _run_demo(
+    benchmark: str,
+    out: Path,
+    overrides: Sequence[str],
+    n: int,
+    steps: int,
+    overwrite: bool,
+    resume: bool,
+    progress: bool,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     check_benchmark(benchmark)
-    out = Path(out)
     cfg = resolve_finetune_config(benchmark, "pirf", None, [f"out={out / 'finetune'}", *overrides])
     resuming = resume and (out / "finetune" / "config.json").exists()
     if not resuming:

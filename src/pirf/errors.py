@@ -52,3 +52,7 @@ class OutputExistsError(PirfError, FileExistsError):
 
 class ConfigError(PirfError, ValueError):
     """A bad parameter value or configuration key."""
+
+
+class OutputLockedError(PirfError, BlockingIOError):
+    """An output that another live pirf process is writing (`pirf.locks.output_lock`)."""

@@ -43,6 +43,7 @@ from pirf.config import to_dict
 from pirf.errors import ConfigError, OutputExistsError
 from pirf.evaluation.report import write_json
 from pirf.files import atomic_write, crash_point, jsonable
+from pirf.locks import output_lock
 from pirf.models.loading import load_model
 from pirf.sampling.draw import Model
 
@@ -176,8 +177,13 @@ def _describe(result: dict[str, Any], seconds: float) -> str:
 def run_bench(
     cfg: BenchConfig, *, resume: bool = False, progress: bool = True, console: Console | None = None
 ) -> dict[str, Any]:
-    """Run (or continue) the bench of ``cfg``; returns the table (`write_tables`)."""
-    console = console or Console(quiet=not progress)
+    """Run (or continue) the bench of ``cfg``; returns the table (`write_tables`). The bench folder
+    is locked for the run's life: a second bench into it is refused (`pirf.locks`)."""
+    with output_lock(cfg.out, "a bench"):
+        return _run_bench(cfg, resume, progress, console or Console(quiet=not progress))
+
+
+def _run_bench(cfg: BenchConfig, resume: bool, progress: bool, console: Console) -> dict[str, Any]:
     out = _prepare(cfg, resume)
     table: dict[str, Any] = {}
     for benchmark in cfg.benchmarks:

@@ -44,6 +44,12 @@ def finetune_command(
     ] = None,
     config: Annotated[str | None, typer.Option(help="a YAML config file, or a shipped config name")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in the config's `out` folder")] = False,
+    allow_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-change", help="with --resume: accept settings other than the run's own (recorded)"
+        ),
+    ] = False,
     show: Annotated[bool, typer.Option(help="print the resolved config and exit")] = False,
 ) -> None:
     """Fine-tune a base model with a reward (PIRF by default): writes OUT/model.safetensors, which
@@ -56,7 +62,7 @@ def finetune_command(
     if show:
         console.print(dump_yaml(cfg), highlight=False, markup=False)
         return
-    result = finetune(cfg, resume=resume)
+    result = finetune(cfg, resume=resume, allow_change=allow_change)
     chosen, base_score = result.selected["chosen"], result.selected["base"]
     console.print(
         f"{cfg.method}: {result.iterations} iterations in {result.seconds:.0f} s "

@@ -39,6 +39,12 @@ def pretrain_command(
     ] = None,
     settings: OverrideOption = None,
     resume: Annotated[bool, typer.Option(help="continue the run in the config's `out` folder")] = False,
+    allow_change: Annotated[
+        bool,
+        typer.Option(
+            "--allow-change", help="with --resume: accept settings other than the run's own (recorded)"
+        ),
+    ] = False,
     show: Annotated[bool, typer.Option(help="print the resolved config and exit")] = False,
 ) -> None:
     """Pretrain a base model (EDM or flow matching) on a data set; `accelerate launch` runs it on
@@ -66,7 +72,7 @@ def pretrain_command(
     if show:
         console.print(dump_yaml(cfg), highlight=False, markup=False)
         return
-    result = pretrain(cfg, resume=resume)
+    result = pretrain(cfg, resume=resume, allow_change=allow_change)
     console.print(
         f"trained {result.steps} steps in {result.seconds:.0f} s, final loss {result.final_loss:.4f}; "
         f"model: {escape(str(result.run_dir / 'model.safetensors'))}"

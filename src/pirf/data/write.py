@@ -22,6 +22,7 @@ from pirf.data.read import FORMAT, FORMAT_VERSION, DatasetInfo, read_info
 from pirf.disk import field_bytes, require_space
 from pirf.errors import DataFileError, OutputExistsError, PirfError, ShapeError
 from pirf.files import crash_point, remove_stale_temporaries, replace, temporary_path
+from pirf.locks import output_lock
 from pirf.normalization import Normalization
 
 
@@ -189,12 +190,28 @@ def generate_dataset(
     chunk: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    lock: bool = True,
 ) -> DatasetInfo:
     """Solve ``n`` samples of ``pde`` and write them to ``out`` (HDF5), chunk by chunk.
 
     Memory stays bounded by one chunk; sample ``i`` depends only on ``(seed, i)``, so the file
-    is the same whatever the chunk size.
+    is the same whatever the chunk size. ``out`` is locked for the write (`pirf.locks`): a second
+    writer of the same file is refused while this one runs (``lock`` False: the caller holds it).
     """
+    with output_lock(out, "a data set being generated", enabled=lock, make_parent=False):
+        return _generate(pde, n, out, resolution, seed, chunk, overwrite, progress)
+
+
+def _generate(
+    pde: pdes.PDE,
+    n: int,
+    out: str | os.PathLike,
+    resolution: int | None,
+    seed: int,
+    chunk: int | None,
+    overwrite: bool,
+    progress: bool,
+) -> DatasetInfo:
     resolution = pde.default_resolution if resolution is None else resolution
     pde.check_resolution(resolution)  # before sizing chunks by it
     chunk = chunk_size_for(pde, resolution) if chunk is None else chunk

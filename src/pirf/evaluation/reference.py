@@ -17,6 +17,7 @@ from typing import Any
 from pirf import pdes
 from pirf.data import DatasetInfo, find_nonfinite, generate_dataset, read_info
 from pirf.errors import ConfigError, DataFileError, NonFiniteError, PirfError
+from pirf.locks import output_lock
 from pirf.models.record import record_pde
 
 REFERENCE_SEED_OFFSET = 10_000
@@ -58,19 +59,27 @@ def held_out_reference(
     """A cached file of ``n`` freshly solved samples (seed ``seed``), solved once and reused.
 
     The file is written atomically (`generate_dataset`); a cached file that is unreadable or
-    describes other data is solved again.
+    describes other data is solved again. Runs that need the same set at once solve it once: the
+    others wait for the first to finish it (`pirf.locks.output_lock`).
     """
     path = reference_path(pde, resolution, seed, n, root)
-    if path.exists():
-        try:
-            info = read_info(path)
-            if _matches(info, pde, resolution) and info.n == n and info.seed == seed:
-                return path
-        except PirfError:
-            pass  # truncated or foreign: solve it again
-    path.parent.mkdir(parents=True, exist_ok=True)
-    generate_dataset(pde, n, path, resolution=resolution, seed=seed, overwrite=True, progress=progress)
+    if _cached(path, pde, resolution, seed, n):
+        return path
+    with output_lock(path, "a cached held-out set", wait=True):  # another run may be solving it
+        if not _cached(path, pde, resolution, seed, n):  # it did not: solve it here
+            generate_dataset(
+                pde, n, path, resolution=resolution, seed=seed, overwrite=True, progress=progress, lock=False
+            )
     return path
+
+
+def _cached(path: Path, pde: pdes.PDE, resolution: int, seed: int, n: int) -> bool:
+    """Whether ``path`` is a readable cached set of these samples (truncated or foreign: no)."""
+    try:
+        info = read_info(path)
+    except PirfError:
+        return False
+    return _matches(info, pde, resolution) and info.n == n and info.seed == seed
 
 
 def check_data_file(path: Path, pde: pdes.PDE, resolution: int, role: str, option: str) -> DatasetInfo:

@@ -13,6 +13,7 @@ Models are found and loaded by `pirf.models.loading`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from pirf.evaluation.reference import REFERENCE_SEED_OFFSET, resolve_reference, 
 from pirf.evaluation.report import EVALUATION_FILES, Evaluation, check_outputs, write_evaluation
 from pirf.evaluation.sample_files import SAMPLE_FILES, write_sample_files
 from pirf.files import jsonable
+from pirf.locks import output_lock
 from pirf.models.loading import load_model
 from pirf.models.record import record_pde
 from pirf.sampling.draw import Samples, SampleStream, check_sampling, resolve_device
@@ -201,25 +203,27 @@ def evaluate(
     ``report.md``, ``samples.png``, ``residuals.png`` and ``spectra.png`` there; existing ones
     are an `OutputExistsError` unless ``overwrite``, checked before any sampling.
     """
-    if out is not None:
-        check_outputs(Path(out), EVALUATION_FILES, overwrite)
-    result = run_evaluation(
-        spec,
-        n=n,
-        steps=steps,
-        seed=seed,
-        sampler=sampler,
-        reference=reference,
-        train=train,
-        n_reference=n_reference,
-        batch_size=batch_size,
-        device=device,
-        cache=cache,
-        progress=progress,
-    )
-    if out is not None:
-        write_evaluation(result, Path(out), overwrite=overwrite)
-    return result.report
+    lock = output_lock(out, "an evaluation folder") if out is not None else contextlib.nullcontext()
+    with lock:
+        if out is not None:
+            check_outputs(Path(out), EVALUATION_FILES, overwrite)
+        result = run_evaluation(
+            spec,
+            n=n,
+            steps=steps,
+            seed=seed,
+            sampler=sampler,
+            reference=reference,
+            train=train,
+            n_reference=n_reference,
+            batch_size=batch_size,
+            device=device,
+            cache=cache,
+            progress=progress,
+        )
+        if out is not None:
+            write_evaluation(result, Path(out), overwrite=overwrite)
+        return result.report
 
 
 # -- pirf sample -------------------------------------------------------------------------------------
@@ -245,7 +249,38 @@ def sample(
     bounded by one batch for any ``n``; the returned `Samples` holds the first few and the cost.
     ``sampler`` defaults to heun; ``guidance`` (`GuidanceSettings`) guides the chain by the
     model's PDE residual reward (DPS on Heun, or value-guided DDIM) and is recorded in the
-    file's provenance under ``guidance``."""
+    file's provenance under ``guidance``. ``out`` is locked while it is written: a second
+    writer of it is refused (`pirf.locks`)."""
+    with output_lock(out, "a sample folder"):
+        return _sample(
+            spec,
+            out,
+            n=n,
+            steps=steps,
+            seed=seed,
+            sampler=sampler,
+            batch_size=batch_size,
+            device=device,
+            overwrite=overwrite,
+            progress=progress,
+            guidance=guidance,
+        )
+
+
+def _sample(
+    spec: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    n: int = 16,
+    steps: int = 20,
+    seed: int = 0,
+    sampler: str | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    guidance: GuidanceSettings | None = None,
+) -> tuple[Path, Samples, dict[str, Any]]:
     out = Path(out)
     guidance = guidance or GuidanceSettings()
     guidance.check()

@@ -45,6 +45,7 @@ from pirf.finetune.run_folder import RunState, prepare_run_dir, restore, run_rec
 from pirf.finetune.seeds import gather_rows, local_rows, seeded_rollout
 from pirf.finetune.selection import evaluate_ema, select_model
 from pirf.finetune.steps import check_in_sync, gathered, learning_rate, optimizer_step, weights_checksum
+from pirf.locks import output_lock
 from pirf.models.checkpoint import checkpoint_paths, save_checkpoint
 from pirf.models.factory import describe
 from pirf.pdes.base import check_seed
@@ -77,8 +78,17 @@ def _diverged(
     return diverged(median, (state.base_score or {}).get("residual"), cfg.divergence_factor)
 
 
-def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> FinetuneResult:
-    """Fine-tune ``cfg.base`` with ``cfg.method``; with ``resume`` continue the run in ``cfg.out``."""
+def finetune(
+    cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True, allow_change: bool = False
+) -> FinetuneResult:
+    """Fine-tune ``cfg.base`` with ``cfg.method``; with ``resume`` continue the run in ``cfg.out``
+    (with ``allow_change``, under settings other than its own, recorded). The run folder is locked
+    for the run's life: a second run into it is refused (`pirf.locks`)."""
+    with output_lock(cfg.out, "a fine-tuning run"):
+        return _finetune(cfg, resume=resume, progress=progress, allow_change=allow_change)
+
+
+def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change: bool) -> FinetuneResult:
     if cfg.iterations < 1 or cfg.batch_size < 1:
         raise ConfigError("finetune: iterations and batch_size must be positive", "pass e.g. iterations=100")
     check_seed(cfg.seed)
@@ -109,7 +119,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     if accelerator.is_main_process:  # two checkpoints during a save, then the best and the chosen model
         need = 2 * checkpoint_bytes(ctx.model, params) + 4 * tensor_bytes(ctx.model.state_dict().values())
         require_space(cfg.out, need, f"finetune ({cfg.method})")
-    run_dir = prepare_run_dir(cfg, resume) if accelerator.is_main_process else Path(cfg.out)
+    run_dir = prepare_run_dir(cfg, resume, allow_change) if accelerator.is_main_process else Path(cfg.out)
     accelerator.wait_for_everyone()
     latest, best_path = run_dir / "checkpoints" / "latest", run_dir / "checkpoints" / "best"
     state = RunState()

@@ -15,25 +15,29 @@ import torch
 from torch import nn
 
 from pirf.config import to_dict
+from pirf.config.resume import check_resumed_config, config_changes
 from pirf.errors import DataFileError, OutputExistsError
 from pirf.files import write_json, write_text
 from pirf.finetune.config import FinetuneConfig
 from pirf.finetune.context import Context
-from pirf.models.checkpoint import load_checkpoint, recover_checkpoint
+from pirf.models.checkpoint import load_checkpoint, read_checkpoint_config, recover_checkpoint
 from pirf.models.factory import describe
 from pirf.training.ema import EMA
 from pirf.training.faults import BadSteps
 from pirf.training.state import load_optimizer, unprefixed
 
 
-def prepare_run_dir(cfg: FinetuneConfig, resume: bool) -> Path:
+def prepare_run_dir(cfg: FinetuneConfig, resume: bool, allow_change: bool = False) -> Path:
     """The run folder, ready to start or resume (main process only). A new run gets
     ``config.json`` and empty logs. With ``resume``, checkpoint saves killed midway are finished
-    first (`recover_checkpoint`); a run killed before its first checkpoint starts over."""
+    first (`recover_checkpoint`); a run killed before its first checkpoint starts over; settings
+    that differ from the run's own are refused unless ``allow_change`` (`check_resumed_config`)."""
     run_dir = Path(cfg.out)
     recover_checkpoint(run_dir / "checkpoints" / "best")
     has_checkpoint = recover_checkpoint(run_dir / "checkpoints" / "latest")
     if resume and has_checkpoint:
+        iteration = int(read_checkpoint_config(run_dir / "checkpoints" / "latest").get("iteration", 0))
+        check_resumed_config(FinetuneConfig, run_dir, cfg, allow_change=allow_change, at=iteration)
         return run_dir
     if has_checkpoint:
         raise OutputExistsError(
@@ -80,6 +84,7 @@ def run_record(cfg: FinetuneConfig, ctx: Context, iteration: int) -> dict[str, A
         "model": describe(ctx.model),
         "base": {"spec": cfg.base, "sha256": ctx.record.get("sha256"), "stage": ctx.record.get("stage")},
         "config": to_dict(cfg),
+        **({"config_changes": changes} if (changes := config_changes(cfg.out)) else {}),
         "iteration": iteration,
     }
 

@@ -23,6 +23,7 @@ from pirf.evaluation.markdown import markdown_table
 from pirf.evaluation.report import check_outputs, write_json
 from pirf.evaluation.sample_files import write_sample_file
 from pirf.files import write_text
+from pirf.locks import output_lock
 from pirf.reconstruct.runner import Reconstruction, run_reconstruction
 
 RECONSTRUCTION_FILES = ("reconstructions.h5", "report.json", "report.md", "reconstructions.png")
@@ -134,13 +135,15 @@ def reconstruct(
     **options: Any,
 ) -> Reconstruction:
     """`run_reconstruction` (same options), then with ``out`` its files, refused before any
-    sampling when ``out`` already holds them (unless ``overwrite``)."""
-    if out is not None:
+    sampling when ``out`` already holds them (unless ``overwrite``) or another run is writing
+    them (`pirf.locks`)."""
+    if out is None:
+        return run_reconstruction(spec, data, observe, **options)
+    with output_lock(out, "a reconstruction folder"):
         check_outputs(Path(out), RECONSTRUCTION_FILES, overwrite)
-    result = run_reconstruction(spec, data, observe, **options)
-    if out is not None:
+        result = run_reconstruction(spec, data, observe, **options)
         write_reconstruction(result, Path(out), overwrite=overwrite)
-    return result
+        return result
 
 
 def read_observed(path: str | os.PathLike) -> np.ndarray:

@@ -27,12 +27,20 @@ from accelerate import Accelerator
 
 from pirf import pdes
 from pirf.config import to_dict
+from pirf.config.resume import check_resumed_config, config_changes
 from pirf.data import FieldDataset, generate_dataset
 from pirf.disk import checkpoint_bytes, require_space, tensor_bytes
 from pirf.errors import ConfigError, DataFileError, OutputExistsError
 from pirf.files import append_jsonl, crash_point, truncate_jsonl, write_json, write_text
+from pirf.locks import output_lock
 from pirf.models.backbone import UNetConfig
-from pirf.models.checkpoint import load_checkpoint, load_into, recover_checkpoint, save_checkpoint
+from pirf.models.checkpoint import (
+    load_checkpoint,
+    load_into,
+    read_checkpoint_config,
+    recover_checkpoint,
+    save_checkpoint,
+)
 from pirf.models.denoiser import edm_loss, flow_matching_loss
 from pirf.models.factory import build_denoiser, describe, from_description
 from pirf.pdes.base import check_seed
@@ -198,18 +206,24 @@ def _record(cfg: PretrainConfig, dataset: FieldDataset, model, step: int, second
         },
         "model": describe(model),
         "config": to_dict(cfg),
+        **({"config_changes": changes} if (changes := config_changes(cfg.out)) else {}),
         "step": step,
         "train_seconds": seconds,
     }
 
 
-def _prepare_run_dir(cfg: PretrainConfig, resume: bool) -> tuple[Path, bool]:
+def _prepare_run_dir(
+    cfg: PretrainConfig, resume: bool, allow_change: bool, main: bool = True
+) -> tuple[Path, bool]:
     """(run folder, whether to load its checkpoint). A new run gets ``config.json`` and an empty
     log. With ``resume``, a save killed midway is finished first (`recover_checkpoint`); a run
-    killed before its first checkpoint starts over."""
+    killed before its first checkpoint starts over; settings that differ from the run's own are
+    refused unless ``allow_change`` (`check_resumed_config`)."""
     run_dir = Path(cfg.out)
     has_checkpoint = recover_checkpoint(run_dir / "checkpoints" / "latest")
     if resume and has_checkpoint:
+        step = int(read_checkpoint_config(run_dir / "checkpoints" / "latest").get("step", 0))
+        check_resumed_config(PretrainConfig, run_dir, cfg, allow_change=allow_change, at=step, write=main)
         return run_dir, True
     if has_checkpoint:
         raise OutputExistsError(
@@ -245,8 +259,17 @@ def ensure_data(cfg: DataConfig, *, progress: bool = True) -> Path:
     return path
 
 
-def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True) -> PretrainResult:
-    """Train a base model on ``cfg.data``; with ``resume`` continue the run in ``cfg.out``."""
+def pretrain(
+    cfg: PretrainConfig, *, resume: bool = False, progress: bool = True, allow_change: bool = False
+) -> PretrainResult:
+    """Train a base model on ``cfg.data``; with ``resume`` continue the run in ``cfg.out`` (with
+    ``allow_change``, under settings other than its own, recorded). The run folder is locked for
+    the run's life: a second run into it is refused (`pirf.locks`)."""
+    with output_lock(cfg.out, "a pretraining run"):
+        return _pretrain(cfg, resume=resume, progress=progress, allow_change=allow_change)
+
+
+def _pretrain(cfg: PretrainConfig, *, resume: bool, progress: bool, allow_change: bool) -> PretrainResult:
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ConfigError("pretrain: steps and batch_size must be positive", "pass e.g. -p steps=100")
     if not 0 <= cfg.lr_final <= 1:
@@ -267,7 +290,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
         need = 2 * checkpoint_bytes(model) + tensor_bytes(ema.state_dict().values()) * 2
         require_space(cfg.out, need, "pretrain")
     with accelerator.main_process_first():  # the others find the folder ready
-        run_dir, resuming = _prepare_run_dir(cfg, resume)
+        run_dir, resuming = _prepare_run_dir(cfg, resume, allow_change, accelerator.is_main_process)
     start, seconds, pending, bad = 0, 0.0, [], BadSteps()
     latest = run_dir / "checkpoints" / "latest"
     if resuming:
