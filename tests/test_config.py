@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -443,3 +444,61 @@ def test_an_alias_bomb_is_refused_before_anything_walks_it(tmp_path):
         "base: &lr 1.0e-4\nlr: *lr\n" + "".join(f"x{i}: *lr\n" for i in range(MAX_YAML_ALIASES - 1))
     )
     assert read_yaml(few)["lr"] == 1e-4
+
+
+# -- every setting in its range (pirf.config.limits) -------------------------------------------------
+@pytest.mark.parametrize(
+    ("verb", "override", "expected"),
+    [
+        ("pretrain", "lr=-1e-3", "lr = -0.001 is out of range.*positive finite"),
+        ("pretrain", "lr=.nan", "lr = nan is out of range"),
+        ("pretrain", "model.base_channels=200000", r"model.base_channels = 200000 .*\[4, 1024\]"),
+        ("pretrain", "betas=[0.9,1.5]", r"betas = \(0.9, 1.5\) .*\[0, 1\)"),
+        ("finetune", "eval.n=0", "eval.n = 0 is out of range.*>= 2"),
+        ("finetune", "iterations=0", "iterations = 0 .*positive integer"),
+        ("bench", "n=1", "n = 1 is out of range"),
+    ],
+)
+def test_settings_out_of_range_are_refused_when_the_config_loads(verb, override, expected, tmp_path, capsys):
+    from pirf import cli
+
+    out = tmp_path / "never-made"
+    with pytest.raises(SystemExit) as exc:
+        cli.main([verb, override, f"out={out}", "--show"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exc.value.code == 2 and re.search(expected, err), err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_limits_admit_their_range_only():
+    from pirf.config.limits import COUNT, OPEN_FRACTION, POSITIVE, Limit
+
+    assert POSITIVE.admits(1e-12) and not POSITIVE.admits(0.0) and not POSITIVE.admits(float("inf"))
+    assert COUNT.admits(3) and not COUNT.admits(0) and not COUNT.admits(2.5) and not COUNT.admits(True)
+    assert OPEN_FRACTION.admits(0.0) and not OPEN_FRACTION.admits(1.0)
+    assert Limit(low=-1, high=1).describe() == "a finite number in [-1, 1]"
+
+
+def test_a_model_record_asking_for_a_giant_network_is_refused_before_allocating():
+    from pirf.errors import ConfigError
+    from pirf.models.factory import from_description
+
+    record = {
+        "kind": "edm",
+        "sigma_data": 1.0,
+        "unet": {"channels": 2, "resolution": 16, "base_channels": 200000, "channel_mult": [1, 2]},
+    }
+    with pytest.raises(ConfigError, match="channels at the widest level"):
+        from_description(record)
+
+
+def test_a_run_into_its_own_data_file_is_refused(tmp_path):
+    from pirf import data, pdes
+    from pirf.errors import ConfigError
+    from pirf.training import DataConfig, PretrainConfig, pretrain
+
+    path = tmp_path / "d.h5"
+    data.generate_dataset(pdes.get("poisson"), 4, path, resolution=16, progress=False)
+    with pytest.raises(ConfigError, match="is the training data file"):
+        pretrain(PretrainConfig(data=DataConfig(path=str(path)), out=str(path), steps=1), progress=False)
+    assert data.read_info(path).n == 4  # untouched

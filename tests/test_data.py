@@ -256,3 +256,58 @@ def test_interrupt_leaves_no_file_and_kill_leaves_only_a_stale_temporary(tmp_pat
     assert not out.exists() and len(list(tmp_path.glob(".b.h5.tmp-*"))) == 1
     data.generate_dataset(pdes.get("burgers"), 2, out, resolution=32, progress=False)  # cleans up
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.h5"] and data.read_info(out).n == 2
+
+
+# -- outlier values (a corrupted sample that a median residual would not notice) ---------------------
+@pytest.fixture(scope="module")
+def clean_poisson(tmp_path_factory):
+    path = tmp_path_factory.mktemp("outliers") / "clean.h5"
+    data.generate_dataset(pdes.get("poisson"), 16, path, resolution=16, progress=False)
+    return path
+
+
+def _corrupt(clean, tmp_path, how):
+    import shutil
+
+    import h5py
+
+    bad = tmp_path / "bad.h5"
+    shutil.copy(clean, bad)
+    with h5py.File(bad, "r+") as f:
+        fields = f["fields"][...]
+        how(fields)
+        f["fields"][...] = fields
+    return bad
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        lambda x: x.__setitem__((3, 1), x[3, 1] * 1000),  # a sample scaled x1000
+        lambda x: x.__setitem__((3, 1, 4, 4), 3e38),  # one huge finite value
+    ],
+    ids=["scaled", "huge-value"],
+)
+def test_outlier_samples_fail_the_check_and_are_refused_for_training(clean_poisson, tmp_path, how, capsys):
+    from pirf import cli
+    from pirf.errors import DataFileError
+
+    bad = _corrupt(clean_poisson, tmp_path, how)
+    report = data.check_dataset(bad)
+    assert [(i, c) for i, c, _ in report.outliers] == [(3, 1)] and not report.ok
+    with pytest.raises(DataFileError, match=r"sample 3 \(u: .*x the median range\)"):
+        data.FieldDataset(bad)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["data", "check", str(bad)])
+    assert exc.value.code == 1 and "sample 3 (u:" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize(
+    ("name", "resolution"), [("darcy", 32), ("poisson", 16), ("burgers", 16), ("kolmogorov", 16)]
+)
+def test_solver_data_has_no_outliers(name, resolution, tmp_path):
+    """The screen flags corruption, not physics: no solver sample is flagged."""
+    pde = pdes.get(name)
+    path = tmp_path / f"{name}.h5"
+    data.generate_dataset(pde, 24, path, resolution=resolution, progress=False)  # refused if it were flagged
+    assert data.check_dataset(path).outliers == ()

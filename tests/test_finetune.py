@@ -291,3 +291,46 @@ def test_anchor_holds_the_channels_the_reward_cannot_move(base_model, tmp_path):
             return float((model_a(x, sigma)[:, 0] - model_b(x, sigma)[:, 0]).pow(2).mean())
 
     assert f_change(held) < 0.5 * f_change(free)
+
+
+# -- a method from outside the package: one class, one builder, one registration line ----------------
+class LastStepBackprop:
+    """Reward backprop through the final Heun step only, with a plain MSE loss (a user's method)."""
+
+    name, needs_differentiable_reward, needs_reference, group_size = "last-step", True, False, 1
+
+    def updates(self, rollout):
+        from pirf.sampling import sample_heun
+
+        x0 = sample_heun(rollout.denoiser, rollout.noise, rollout.sigmas, grad_steps=1).x0
+        mse = -rollout.reward(rollout.normalization.denormalize(x0))
+        yield mse.mean(), {"residual_mse": mse.detach()}
+
+
+def test_a_method_registered_from_outside_the_package_runs_in_the_loop(base_model, tmp_path):
+    from pirf.finetune import METHODS, Method, register_method
+    from pirf.finetune.config import resolve_finetune_config
+
+    built = []
+
+    def build(cfg, model_kind, sigma_data):
+        built.append((cfg.method, cfg.lr, model_kind))
+        return type("LastStep", (LastStepBackprop, Method), {})()
+
+    register_method("last-step", build, preset={"lr": 5e-4})
+    try:
+        cfg = resolve_finetune_config(str(base_model), "last-step", None, [f"out={tmp_path / 'run'}"])
+        assert cfg.lr == 5e-4  # the preset applies like a built-in method's
+        result = finetune(
+            _config(base_model, tmp_path / "run", method="last-step", iterations=2), progress=False
+        )
+        assert built == [("last-step", 1e-3, "edm")] and result.iterations == 2
+        record = json.loads((tmp_path / "run" / "model.json").read_text())
+        assert record["method"] == "last-step"
+        with pytest.raises(ValueError, match="already registered"):
+            register_method("last-step", build)
+    finally:
+        METHODS.pop("last-step", None)
+        from pirf.finetune.presets import PRESETS
+
+        PRESETS.pop("last-step", None)

@@ -25,8 +25,10 @@ import difflib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from pirf.config import load_config, read_yaml, resolve_config
+from pirf.config.limits import COUNT, NON_NEGATIVE, NON_NEGATIVE_COUNT, Limit
 from pirf.errors import ConfigError, UnknownNameError
 
 BASELINES = ("data", "base", "dps", "cocogen", "pidm", "pirf")
@@ -119,6 +121,22 @@ class PIDMConfig:
 @dataclass
 class BenchConfig:
     """Everything `run_bench` needs (see the module docstring for the rows)."""
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "n": Limit(low=2, integer=True),
+        "steps": COUNT,
+        "transfer_steps": COUNT,
+        "family_steps": COUNT,
+        "seed": NON_NEGATIVE_COUNT,
+        "sweep_n": Limit(low=2, integer=True),
+        "sweep_seed": NON_NEGATIVE_COUNT,
+        "fidelity_tolerance": NON_NEGATIVE,
+        "channel_tolerance": NON_NEGATIVE,
+        "channel_spectrum_margin": NON_NEGATIVE,
+        "channel_moment_margin": NON_NEGATIVE,
+        "n_reference": Limit(low=2, integer=True),
+        "batch_size": COUNT,
+    }
 
     scale: str = "cpu"
     out: str = "runs/bench/cpu"

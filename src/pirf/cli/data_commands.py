@@ -125,10 +125,16 @@ def data_check(
     console.print(table)
     if report.nonfinite:
         err_console.print(f"{len(report.nonfinite)} sample(s) contain NaN/inf: {report.nonfinite[:10]}")
+    if report.outliers:
+        from pirf.data.check import describe_outliers
+
+        found = describe_outliers(list(report.outliers), report.info.pde.fields)
+        err_console.print(f"{len(report.outliers)} outlier value(s): {escape(found)}", highlight=False)
     if report.ok:
         console.print("[green]ok[/green]: the samples sit at the data floor")
     else:
         err_console.print(
-            f"[red]check failed[/red]: residual above {tolerance}x the floor, or non-finite samples"
+            f"[red]check failed[/red]: residual above {tolerance}x the floor, or non-finite or "
+            "outlier samples"
         )
         raise typer.Exit(1)

@@ -58,6 +58,8 @@ def finetune_command(
     from pirf.finetune import finetune
     from pirf.finetune.config import resolve_finetune_config
 
+    if base is not None and "=" in base:  # no BASE, only overrides: `pirf finetune lr=1e-4 ...`
+        base, overrides = None, [base, *(overrides or [])]
     cfg = resolve_finetune_config(base, method, config, overrides_of(overrides, settings))
     if show:
         console.print(dump_yaml(cfg), highlight=False, markup=False)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
+from pirf.config.limits import check_limits
 from pirf.errors import ConfigError
 
 T = TypeVar("T")
@@ -183,11 +184,14 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "config") -
 
     Raises:
         ConfigError: an unknown key (with its dotted path, the valid keys and the closest match),
-            a missing required key, or a value of the wrong type.
+            a missing required key, a value of the wrong type, or one outside the range its
+            class declares (`pirf.config.limits`).
     """
     if not dataclasses.is_dataclass(cls) or not isinstance(cls, type):
         raise TypeError(f"from_dict needs a dataclass type, got {cls!r}")
-    return _from_mapping(cls, data, "", where)
+    built = _from_mapping(cls, data, "", where)
+    check_limits(built)  # every setting in its range (`pirf.config.limits`)
+    return built
 
 
 def to_dict(instance: Any) -> Any:

@@ -45,6 +45,42 @@ class ResidualAccumulator:
         return out
 
 
+OUTLIER_FACTOR = 100.0
+"""A sample whose peak-to-peak range in a channel exceeds this x the data set's median range there
+is an outlier: a corrupted value (3e38, a sample scaled x1000) rather than physics."""
+
+
+def sample_ranges(fields: np.ndarray) -> np.ndarray:
+    """Peak-to-peak range of every sample's channels, ``[N, C]`` (float64, so 3e38 does not overflow)."""
+    x = np.asarray(fields, dtype=np.float64)
+    return x.max(axis=(2, 3)) - x.min(axis=(2, 3))
+
+
+def outliers(ranges: np.ndarray, factor: float = OUTLIER_FACTOR) -> list[tuple[int, int, float]]:
+    """(sample, channel, range / median range) of every sample range beyond ``factor`` x its
+    channel's median over the set (`sample_ranges`); a channel constant in most samples has no
+    median range to compare with and is skipped."""
+    found = []
+    median = np.median(ranges, axis=0)
+    for c, typical in enumerate(median):
+        if typical > 0:
+            for i in np.nonzero(ranges[:, c] > factor * typical)[0]:
+                found.append((int(i), c, float(ranges[i, c] / typical)))
+    return sorted(found)
+
+
+def find_outliers(path: str | os.PathLike, chunk: int = 256) -> list[tuple[int, int, float]]:
+    """`outliers` of a data file's finite samples, read in chunks (non-finite ones: `find_nonfinite`)."""
+    ranges = [sample_ranges(np.where(np.isfinite(x), x, 0.0)) for _, x in iter_chunks(path, chunk)]
+    return outliers(np.concatenate(ranges)) if ranges else []
+
+
+def describe_outliers(found: list[tuple[int, int, float]], fields: tuple[str, ...]) -> str:
+    """``sample 3 (u: 1000x the median range), ...`` for messages (the first five)."""
+    shown = ", ".join(f"sample {i} ({fields[c]}: {ratio:.3g}x the median range)" for i, c, ratio in found[:5])
+    return shown + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+
+
 def find_nonfinite(path: str | os.PathLike, chunk: int = 256) -> list[int]:
     """Indices of samples with NaN or inf."""
     bad: list[int] = []
@@ -64,6 +100,7 @@ class CheckReport:
     floor: dict[str, dict[str, float]]
     floor_source: str
     tolerance: float
+    outliers: tuple[tuple[int, int, float], ...] = ()  # (sample, channel, range ratio), `find_outliers`
 
     def ratios(self) -> dict[str, float]:
         """Median MSE of the checked samples over the floor's median MSE, per region.
@@ -82,9 +119,11 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        """No non-finite sample, and every region's median residual within ``tolerance`` x floor."""
+        """No non-finite or outlier sample, and every region's median residual within ``tolerance``
+        x floor."""
         return (
             not self.nonfinite
+            and not self.outliers
             and self.checked > 0
             and all(r <= self.tolerance for r in self.ratios().values())
         )
@@ -97,6 +136,8 @@ def check_dataset(
 
     The floor is the one recorded at generation; a file without one (data brought by a user)
     is compared with ``reference_samples`` freshly solved samples of the same PDE and resolution.
+    Every sample is also screened for NaN/inf and for outlier values (`find_outliers`), which a
+    median residual would not notice.
     """
     _check_check_settings(max_samples, tolerance, reference_samples)
     info = read_info(path)
@@ -118,7 +159,8 @@ def check_dataset(
         ref.add(info.pde.generate(reference_samples, info.resolution, seed=12345))
         floor, source = ref.summary(), f"{reference_samples} freshly solved reference samples"
     residual = acc.summary() if checked else {}
-    return CheckReport(info, checked, nonfinite, residual, floor, source, tolerance)
+    found = tuple(find_outliers(path))
+    return CheckReport(info, checked, nonfinite, residual, floor, source, tolerance, found)
 
 
 def _check_check_settings(max_samples: int, tolerance: float, reference_samples: int) -> None:
@@ -132,4 +174,14 @@ def _check_check_settings(max_samples: int, tolerance: float, reference_samples:
         )
 
 
-__all__ = ["CheckReport", "ResidualAccumulator", "check_dataset", "find_nonfinite"]
+__all__ = [
+    "OUTLIER_FACTOR",
+    "CheckReport",
+    "ResidualAccumulator",
+    "check_dataset",
+    "describe_outliers",
+    "find_nonfinite",
+    "find_outliers",
+    "outliers",
+    "sample_ranges",
+]

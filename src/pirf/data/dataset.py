@@ -14,16 +14,17 @@ import numpy as np
 import torch
 
 from pirf import pdes
-from pirf.data.check import find_nonfinite
+from pirf.data.check import describe_outliers, find_nonfinite, find_outliers
 from pirf.data.read import read_fields, read_info
-from pirf.errors import NonFiniteError
+from pirf.errors import DataFileError, NonFiniteError
 from pirf.normalization import Normalization
 
 
 class FieldDataset(torch.utils.data.Dataset):
     """A pirf data file as a torch `Dataset` of normalized ``[C, R, R]`` float32 tensors.
 
-    The file is validated and scanned for NaN/inf once at construction; fields are loaded into
+    The file is validated and scanned for NaN/inf and outlier values (`find_outliers`) once at
+    construction; fields are loaded into
     memory (``in_memory=True``, default: data sets at CPU scale are tens of MB) or read lazily.
     ``normalized=False`` yields physical units.
     """
@@ -37,6 +38,14 @@ class FieldDataset(torch.utils.data.Dataset):
             raise NonFiniteError(
                 f"{path}: {len(bad)} sample(s) contain NaN or inf (first: {bad[:5]})",
                 "regenerate the file, or drop those samples and write a new one",
+            )
+        found = find_outliers(path)
+        if found:
+            raise DataFileError(
+                f"{path}: {describe_outliers(found, self.info.pde.fields)}; such values would swamp "
+                "the normalization and the loss",
+                "regenerate the file, or drop those samples and write a new one "
+                "(`pirf data check` lists them)",
             )
         self._data = read_fields(path) if in_memory else None
         self._file: h5py.File | None = None

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import pirf
 from pirf import pdes
-from pirf.data.check import ResidualAccumulator
+from pirf.data.check import ResidualAccumulator, describe_outliers, outliers, sample_ranges
 from pirf.data.read import FORMAT, FORMAT_VERSION, DatasetInfo, read_info
 from pirf.disk import field_bytes, require_space
 from pirf.errors import DataFileError, OutputExistsError, PirfError, ShapeError
@@ -67,6 +67,7 @@ class DatasetWriter:
         self._sum = np.zeros(len(pde.fields))
         self._sumsq = np.zeros(len(pde.fields))
         self._residuals = ResidualAccumulator(pde)
+        self.ranges: list[np.ndarray] = []  # per-sample channel ranges, for the outlier screen
         remove_stale_temporaries(self.path)
         self._tmp = temporary_path(self.path)
         self._file: h5py.File | None = None
@@ -95,6 +96,7 @@ class DatasetWriter:
         self._sum += s.sum(axis=(0, 2, 3))
         self._sumsq += (s**2).sum(axis=(0, 2, 3))
         self._residuals.add(stored)
+        self.ranges.append(sample_ranges(s))
         crash_point("data.chunk-written")
 
     def _finalize(self) -> None:
@@ -225,6 +227,12 @@ def _generate(
             batch = pde.generate(min(chunk, n - start), resolution, seed=seed, start=start)
             writer.write(batch)
             advance(len(batch))
+        found = outliers(np.concatenate(writer.ranges))
+        if found:  # the solver made values no physics explains: keep no file
+            raise DataFileError(
+                f"{pde.name} solver output: {describe_outliers(found, pde.fields)}",
+                "a solver failure or a parameter far outside its range: check the PDE's parameters",
+            )
     return read_info(out)
 
 

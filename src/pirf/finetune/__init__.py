@@ -1,4 +1,5 @@
-"""Reward fine-tuning: methods behind one loop (`finetune`), presets that name them (`PRESETS`).
+"""Reward fine-tuning: methods behind one loop (`finetune`), registered by name in one place
+(`register_method`, `METHODS`; their config presets: `PRESETS`).
 
 The names below load on first use: ``import pirf.finetune.presets`` (what the `pirf` command
 needs for its help) does not import torch.
@@ -15,12 +16,14 @@ if TYPE_CHECKING:
     from pirf.finetune.loop import FinetuneResult, finetune
     from pirf.finetune.methods import Method, RewardBackprop, Rollout
     from pirf.finetune.policy import PolicyGradient
-    from pirf.finetune.presets import PRESETS
-    from pirf.finetune.registry import ZEROTH_ORDER, make_method
+    from pirf.finetune.presets import METHODS, PRESETS, register_method
+    from pirf.finetune.registry import make_method, zeroth_order
     from pirf.finetune.regression import AdjointMatching, RewardScoreMatching, RewardWeightedRegression
 
 _HOMES = {
+    "METHODS": "presets",
     "PRESETS": "presets",
+    "register_method": "presets",
     "FinetuneConfig": "config",
     "FinetuneResult": "loop",
     "finetune": "loop",
@@ -28,7 +31,7 @@ _HOMES = {
     "RewardBackprop": "methods",
     "Rollout": "methods",
     "PolicyGradient": "policy",
-    "ZEROTH_ORDER": "registry",
+    "zeroth_order": "registry",
     "make_method": "registry",
     "AdjointMatching": "regression",
     "RewardScoreMatching": "regression",
@@ -54,8 +57,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "METHODS",
     "PRESETS",
-    "ZEROTH_ORDER",
     "AdjointMatching",
     "FinetuneConfig",
     "FinetuneResult",
@@ -67,4 +70,6 @@ __all__ = [
     "Rollout",
     "finetune",
     "make_method",
+    "register_method",
+    "zeroth_order",
 ]

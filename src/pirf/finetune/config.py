@@ -10,9 +10,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pirf.config import deep_merge, load_config, packaged_configs, read_yaml, resolve_config
+from pirf.config.limits import (
+    COUNT,
+    FRACTION,
+    NON_NEGATIVE,
+    NON_NEGATIVE_COUNT,
+    OPEN_FRACTION,
+    POSITIVE,
+    Limit,
+)
 from pirf.errors import ConfigError
 from pirf.finetune.presets import PRESETS
 from pirf.rewards import RewardConfig
@@ -24,6 +33,13 @@ LayerMode = Literal["high-res", "inverse", "all"]
 @dataclass
 class SamplerConfig:
     """The deterministic EDM Heun chain the fine-tune rolls out (PIRF Sec. 3; EDM Alg. 1)."""
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "steps": COUNT,
+        "sigma_min": POSITIVE,
+        "sigma_max": POSITIVE,
+        "rho": POSITIVE,
+    }
 
     steps: int = 20
     sigma_min: float = 0.002
@@ -40,6 +56,8 @@ class TruncationConfig:
     once per iteration (AlignProp's randomized truncation); ``lv``: K = 1 plus ``lv_copies``
     re-noised copies of the sample pushed through the last step again (DRaFT-LV).
     """
+
+    LIMITS: ClassVar[dict[str, Limit]] = {"k": NON_NEGATIVE_COUNT, "lv_copies": COUNT}
 
     mode: TruncationMode = "fixed"
     k: int = 2
@@ -65,6 +83,17 @@ class RegularizationConfig:
     ``channel_spectrum_margin`` dex for the spectrum, ``channel_moment_margin`` for the relative
     std and amplitude errors.
     """
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "online_lambda": NON_NEGATIVE,
+        "anchor_fixed_channels": NON_NEGATIVE,
+        "ema_halflife_samples": NON_NEGATIVE,
+        "fidelity_tolerance": NON_NEGATIVE,
+        "channel_tolerance": NON_NEGATIVE,
+        "channel_spectrum_margin": NON_NEGATIVE,
+        "channel_moment_margin": NON_NEGATIVE,
+        "alphas": FRACTION,
+    }
 
     online_lambda: float = 0.0
     anchor_fixed_channels: float = 0.0
@@ -93,6 +122,17 @@ class PolicyConfig:
     beta on mean (mu_theta - mu_base)^2 / (2 std^2). ``timestep_fraction``: the share of the
     stochastic steps trained per batch (drawn per batch; DDPO's timestep_fraction).
     """
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "noise_level": POSITIVE,
+        "steps": COUNT,
+        "epochs": COUNT,
+        "clip": POSITIVE,
+        "advantage_clip": POSITIVE,
+        "group_size": COUNT,
+        "kl": NON_NEGATIVE,
+        "timestep_fraction": Limit(low=0, high=1, low_open=True),
+    }
 
     sampler: Literal["auto", "ddim", "flow_sde"] = "auto"
     noise_level: float | None = None
@@ -126,6 +166,8 @@ class RegressionConfig:
     ``trust`` (rsm): C2, the weight of ||D_theta - D_old||^2 toward the rollout's own model.
     """
 
+    LIMITS: ClassVar[dict[str, Limit]] = {"alpha": POSITIVE, "trust": NON_NEGATIVE}
+
     alpha: float = 0.1
     rwr_sample_from: Literal["base", "current"] = "current"
     estimator: Literal["tweedie", "denoised", "terminal", "zeroth"] = "tweedie"
@@ -137,6 +179,13 @@ class RegressionConfig:
 class EvalConfig:
     """Periodic evaluation on fixed held-out seeds (never used for training)."""
 
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "every": COUNT,
+        "n": Limit(low=2, integer=True),
+        "seed": NON_NEGATIVE_COUNT,
+        "n_reference": Limit(low=2, integer=True),
+    }
+
     every: int = 25
     n: int = 32
     seed: int = 1_000_003
@@ -147,6 +196,20 @@ class EvalConfig:
 @dataclass
 class FinetuneConfig:
     """Everything `finetune` needs; saved in the run folder and in every checkpoint."""
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "iterations": COUNT,
+        "batch_size": COUNT,
+        "lr": POSITIVE,
+        "warmup_iterations": NON_NEGATIVE_COUNT,
+        "betas": OPEN_FRACTION,
+        "grad_clip": NON_NEGATIVE,
+        "max_bad_steps": COUNT,
+        "divergence_factor": Limit(low=1, low_open=True),
+        "seed": NON_NEGATIVE_COUNT,
+        "log_every": COUNT,
+        "checkpoint_every": COUNT,
+    }
 
     method: str = "pirf"
     base: str = "darcy"  # a benchmark with a shipped model, a run folder or a model file

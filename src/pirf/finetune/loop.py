@@ -33,6 +33,7 @@ import torch
 from accelerate import Accelerator
 from torch import Tensor
 
+from pirf.config.limits import check_limits
 from pirf.disk import checkpoint_bytes, require_space, tensor_bytes
 from pirf.errors import ConfigError
 from pirf.files import append_jsonl, crash_point, truncate_jsonl
@@ -89,8 +90,9 @@ def finetune(
 
 
 def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change: bool) -> FinetuneResult:
-    if cfg.iterations < 1 or cfg.batch_size < 1:
-        raise ConfigError("finetune: iterations and batch_size must be positive", "pass e.g. iterations=100")
+    check_limits(cfg)  # a config built in Python has not been through from_dict
+    if Path(cfg.out).absolute() in (Path(cfg.base).absolute(), Path(cfg.base).absolute().parent):
+        raise ConfigError(f"out = {cfg.out} would write over the base model {cfg.base}", "choose another out")
     check_seed(cfg.seed)
     check_seed(cfg.eval.seed, "eval.seed")
     accelerator = make_accelerator()

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from pirf.errors import ConfigError
-from pirf.finetune.config import TruncationConfig
+from pirf.finetune.config import FinetuneConfig, TruncationConfig
 from pirf.normalization import Normalization
 from pirf.rewards import Reward
 from pirf.sampling import sample_heun
@@ -206,11 +206,17 @@ def fixed_channel_drift(rollout: Rollout, entering: Tensor, x0: Tensor, start: i
     return (x0[:, mask] - base[:, mask]).pow(2).mean(dim=(1, 2, 3))
 
 
+def build_reward_backprop(cfg: FinetuneConfig, model_kind: str, sigma_data: float) -> RewardBackprop:
+    """The registered builder of the reward-backprop methods (`pirf.finetune.presets`)."""
+    return RewardBackprop(cfg.truncation, cfg.loss, cfg.method)
+
+
 __all__ = [
     "Method",
     "RewardBackprop",
     "Rollout",
     "Update",
+    "build_reward_backprop",
     "checkpointed",
     "fixed_channel_drift",
     "objective",

@@ -209,11 +209,17 @@ def mean_kl(mean: Tensor, base_mean: Tensor, std: Tensor) -> Tensor:
     return ((mean - base_mean) ** 2 / (2 * std.reshape(shape) ** 2)).mean(dim=tuple(range(1, mean.ndim)))
 
 
+def build_policy_gradient(cfg: FinetuneConfig, model_kind: str, sigma_data: float) -> PolicyGradient:
+    """The registered builder of DDPO and GRPO (`pirf.finetune.presets`)."""
+    return PolicyGradient(policy_sampler(cfg, model_kind), cfg.policy, cfg.loss, cfg.method)
+
+
 __all__ = [
     "PolicyGradient",
     "PolicySampler",
     "Trajectories",
     "advantages",
+    "build_policy_gradient",
     "mean_kl",
     "policy_sampler",
     "ppo_terms",

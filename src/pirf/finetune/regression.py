@@ -58,9 +58,9 @@ import torch
 from torch import Tensor
 
 from pirf.errors import ConfigError
-from pirf.finetune.config import PolicyConfig, RegressionConfig
+from pirf.finetune.config import FinetuneConfig, PolicyConfig, RegressionConfig
 from pirf.finetune.methods import Method, Rollout, Update, objective
-from pirf.finetune.policy import PolicySampler, Trajectories, roll_out, trained_steps
+from pirf.finetune.policy import PolicySampler, Trajectories, policy_sampler, roll_out, trained_steps
 from pirf.models.denoiser import denoising_losses
 from pirf.sampling import StepRecord, recompute_transition, sample_heun
 
@@ -317,10 +317,29 @@ class AdjointMatching(Method):
             yield (loss / len(chosen)).mean(), logs
 
 
+def build_rwr(cfg: FinetuneConfig, model_kind: str, sigma_data: float) -> RewardWeightedRegression:
+    """The registered builder of reward-weighted regression (`pirf.finetune.presets`)."""
+    return RewardWeightedRegression(cfg.regression, cfg.policy.epochs, cfg.loss, cfg.method)
+
+
+def build_rsm(cfg: FinetuneConfig, model_kind: str, sigma_data: float) -> RewardScoreMatching:
+    """The registered builder of reward score matching (`pirf.finetune.presets`)."""
+    sampler = policy_sampler(cfg, model_kind)
+    return RewardScoreMatching(sampler, cfg.regression, cfg.policy, sigma_data, cfg.loss, cfg.method)
+
+
+def build_adjoint_matching(cfg: FinetuneConfig, model_kind: str, sigma_data: float) -> AdjointMatching:
+    """The registered builder of adjoint matching (`pirf.finetune.presets`)."""
+    return AdjointMatching(policy_sampler(cfg, model_kind), cfg.regression, cfg.policy, cfg.loss, cfg.method)
+
+
 __all__ = [
     "AdjointMatching",
     "RewardScoreMatching",
     "RewardWeightedRegression",
+    "build_adjoint_matching",
+    "build_rsm",
+    "build_rwr",
     "edm_weight",
     "gamma_weight",
     "lean_adjoints",

@@ -38,6 +38,9 @@ from torch import Tensor, nn
 from pirf.errors import ConfigError
 
 Periodic = Literal["x", "xy"] | None
+MAX_WIDTH = 4096
+"""The widest U-Net level pirf builds (channels): a bound against records that would allocate
+without limit (the PIRF paper's network is 256 wide)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,14 @@ def _validate(c: UNetConfig) -> None:
     if not c.channel_mult or min(c.channel_mult) < 1 or c.layers_per_block < 1:
         raise bad(
             f"channel_mult={c.channel_mult}, layers_per_block={c.layers_per_block}", "use positive values"
+        )
+    widest = c.base_channels * max(c.channel_mult)
+    if widest > MAX_WIDTH or c.layers_per_block > 16 or len(c.channel_mult) > 8:
+        raise bad(
+            f"base_channels={c.base_channels}, channel_mult={c.channel_mult}, layers_per_block="
+            f"{c.layers_per_block} ({widest} channels at the widest level)",
+            f"pirf builds U-Nets up to {MAX_WIDTH} channels wide, 16 blocks per level and 8 levels "
+            "(the PIRF paper's is 256 wide); a record asking for more is damaged or not pirf's",
         )
     step = 2 ** (len(c.channel_mult) - 1)
     if c.resolution < step or c.resolution % step:

@@ -4,7 +4,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from pirf.config.limits import (
+    COUNT,
+    FINITE,
+    FRACTION,
+    NON_NEGATIVE,
+    NON_NEGATIVE_COUNT,
+    OPEN_FRACTION,
+    POSITIVE,
+    Limit,
+)
 
 
 @dataclass
@@ -12,6 +23,12 @@ class DataConfig:
     """The training set: an HDF5 file at ``path``; when it is missing and ``pde`` is given it is
     generated first (``n`` samples, ``seed``, ``resolution``, physical ``params``), so one
     command retrains a model from nothing."""
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "n": COUNT,
+        "seed": NON_NEGATIVE_COUNT,
+        "resolution": Limit(low=4, high=4096, integer=True),
+    }
 
     path: str = ""
     pde: str | None = None
@@ -24,6 +41,15 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     """The base model: ``kind`` "edm" (denoiser) or "flow" (rectified flow), and its U-Net."""
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "sigma_data": POSITIVE,
+        "base_channels": Limit(low=4, high=1024, integer=True),
+        "channel_mult": Limit(low=1, high=16, integer=True),
+        "layers_per_block": Limit(low=1, high=16, integer=True),
+        "attention_resolutions": COUNT,
+        "dropout": OPEN_FRACTION,
+    }
 
     kind: Literal["edm", "flow"] = "edm"
     sigma_data: float = 1.0  # pirf data are standardized per channel: unit variance
@@ -39,6 +65,25 @@ class ModelConfig:
 @dataclass
 class PretrainConfig:
     """Everything `pretrain` needs; saved in the run folder and in every checkpoint."""
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "steps": COUNT,
+        "batch_size": COUNT,
+        "lr": POSITIVE,
+        "lr_final": FRACTION,
+        "betas": OPEN_FRACTION,
+        "warmup_steps": NON_NEGATIVE_COUNT,
+        "grad_clip": NON_NEGATIVE,
+        "ema_halflife_samples": POSITIVE,
+        "ema_rampup": NON_NEGATIVE,
+        "p_mean": FINITE,
+        "p_std": POSITIVE,
+        "physics_weight": NON_NEGATIVE,
+        "seed": NON_NEGATIVE_COUNT,
+        "log_every": COUNT,
+        "checkpoint_every": COUNT,
+        "max_bad_steps": COUNT,
+    }
 
     data: DataConfig = field(default_factory=DataConfig)
     out: str = "runs/pretrain"

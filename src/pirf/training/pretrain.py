@@ -27,6 +27,7 @@ from accelerate import Accelerator
 
 from pirf import pdes
 from pirf.config import to_dict
+from pirf.config.limits import check_limits
 from pirf.config.resume import check_resumed_config, config_changes
 from pirf.data import FieldDataset, generate_dataset
 from pirf.disk import checkpoint_bytes, require_space, tensor_bytes
@@ -270,12 +271,9 @@ def pretrain(
 
 
 def _pretrain(cfg: PretrainConfig, *, resume: bool, progress: bool, allow_change: bool) -> PretrainResult:
-    if cfg.steps < 1 or cfg.batch_size < 1:
-        raise ConfigError("pretrain: steps and batch_size must be positive", "pass e.g. -p steps=100")
-    if not 0 <= cfg.lr_final <= 1:
-        raise ConfigError(
-            f"pretrain: lr_final = {cfg.lr_final}", "give a fraction of lr in [0, 1], e.g. 0.05"
-        )
+    check_limits(cfg)  # a config built in Python has not been through from_dict
+    if cfg.data.path and Path(cfg.out).absolute() == Path(cfg.data.path).absolute():
+        raise ConfigError(f"out = {cfg.out} is the training data file", "write the run to another folder")
     check_seed(cfg.seed)
     accelerator = make_accelerator()
     with accelerator.main_process_first():
