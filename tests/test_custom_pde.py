@@ -72,3 +72,41 @@ def test_plugin_through_cli(heat_module, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["--plugin", "no_such_module_xyz", "pdes"])
     assert exc.value.code == 2 and "cannot import plugin" in capsys.readouterr().err
+
+
+def test_a_plugin_is_recorded_so_later_commands_find_it_without_plugin(heat_module, tmp_path):
+    """`--plugin` once, at data generation: the data file and the model record name the module,
+    and fresh processes that never heard of it read the file, pretrain on it and sample the model."""
+    import json
+    import subprocess
+    import sys
+
+    def pirf_cli(*argv):
+        run = subprocess.run(
+            [sys.executable, "-m", "pirf.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    pirf_cli("--plugin", str(heat_module), "data", "generate", "heat", "--n", "16", "--resolution", "16")
+    (file,) = tmp_path.glob("heat_*.h5")
+    assert data.read_info(file).summary()["plugin"]["file"] == str(heat_module.resolve())
+    assert "heat" in pirf_cli("data", "info", str(file))  # no --plugin: the record names it
+    model = {"base_channels": 8, "channel_mult": [1, 2], "mid_attention": False}
+    pirf_cli(
+        "pretrain",
+        f"data.path={file}",
+        "out=run",
+        "steps=2",
+        "batch_size=4",
+        "warmup_steps=1",
+        f"model={json.dumps(model)}",
+    )
+    record = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert record["plugin"]["module"] == "my_heat"
+    pirf_cli("sample", "run", "--n", "2", "--steps", "2", "--out", "s")
+    assert (tmp_path / "s" / "samples.h5").exists()

@@ -90,10 +90,10 @@ def test_elliptic_data_are_exact_five_point_solutions_with_diffusionpde_sources(
         _pde("helmholtz-paper", residual_form="pirf"),
     )
     for pde in (poisson, helmholtz):
-        x = torch.from_numpy(pde._solve(pdes.sample_rngs(0, 0, 4), 32, 0))  # float64
+        x = torch.from_numpy(pde.solve_samples(pdes.sample_rngs(0, 0, 4), 32, 0))  # float64
         assert pde.residual(x).abs().max() < 1e-9 * x[:, 0].abs().max()  # interior and ring u = 0
-    f_poisson = poisson._solve(pdes.sample_rngs(0, 0, 4), 32, 0)[:, 0]
-    f_helmholtz = helmholtz._solve(pdes.sample_rngs(0, 0, 4), 32, 0)[:, 0]
+    f_poisson = poisson.solve_samples(pdes.sample_rngs(0, 0, 4), 32, 0)[:, 0]
+    f_helmholtz = helmholtz.solve_samples(pdes.sample_rngs(0, 0, 4), 32, 0)[:, 0]
     assert np.abs(f_poisson[:, 0]).max() > 0.1  # the cosine GRF is not zero on the ring ...
     assert np.abs(f_helmholtz[:, 0]).max() == 0.0  # ... DiffusionPDE zeroes it for Helmholtz
     np.testing.assert_array_equal(f_poisson[:, 1:-1, 1:-1], f_helmholtz[:, 1:-1, 1:-1])
@@ -101,7 +101,7 @@ def test_elliptic_data_are_exact_five_point_solutions_with_diffusionpde_sources(
 
 def test_the_paper_ring_penalizes_exact_elliptic_solutions_by_u1_over_h2():
     pde = _pde("poisson-paper")
-    x = torch.from_numpy(pde._solve(pdes.sample_rngs(1, 0, 2), 16, 0))
+    x = torch.from_numpy(pde.solve_samples(pdes.sample_rngs(1, 0, 2), 16, 0))
     f, u = x[:, 0], x[:, 1]
     h = 1.0 / 15
     edge = pde.residual(x)[:, 0, 2:-2]  # first row, away from the corners
@@ -111,7 +111,7 @@ def test_the_paper_ring_penalizes_exact_elliptic_solutions_by_u1_over_h2():
 def test_darcy_paper_is_cell_centred_and_its_solver_solves_the_flux_balance():
     pde = _pde("darcy-paper", refine=1, residual_form="pirf")
     np.testing.assert_allclose(pde.grid(8).coords[0], (np.arange(8) + 0.5) / 8)
-    x = torch.from_numpy(pde._solve(pdes.sample_rngs(0, 0, 2), 24, 0))
+    x = torch.from_numpy(pde.solve_samples(pdes.sample_rngs(0, 0, 2), 24, 0))
     assert pde.residual(x).abs().max() < 1e-7  # exact discrete solution, walls included
     assert (x[:, 1, 0] > 0).all()  # u is not zero on the ring: the wall is half a cell outside
     refined = _pde("darcy-paper", residual_form="pirf").generate(4, 24, seed=0)

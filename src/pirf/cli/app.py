@@ -10,10 +10,7 @@ never load torch (tests/test_cli_startup.py keeps it so; benchmarks/startup_time
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -22,6 +19,7 @@ from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from pirf.errors import ConfigError, PirfError
+from pirf.pdes.plugins import load_plugin
 
 
 def _no_type_label(ctx: typer.Context) -> None:
@@ -85,28 +83,6 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 console = Console()
-
-
-def load_plugin(spec: str) -> None:
-    """Import a user's module (dotted name or ``.py`` path) so that its PDEs register."""
-    try:
-        if spec.endswith(".py"):
-            path = Path(spec).resolve()
-            module_spec = importlib.util.spec_from_file_location(path.stem, path)
-            if module_spec is None or module_spec.loader is None or not path.exists():
-                raise FileNotFoundError(spec)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[path.stem] = module
-            module_spec.loader.exec_module(module)
-        else:
-            importlib.import_module(spec)
-    except PirfError:
-        raise
-    except Exception as err:  # a user's module may fail in any way: report it, don't trace it
-        raise ConfigError(
-            f"cannot import plugin {spec!r}: {type(err).__name__}: {err}",
-            "give an importable module name or the path of a .py file",
-        ) from None
 
 
 @app.callback()

@@ -58,6 +58,7 @@ class DatasetInfo:
             "boundary": grid.boundary,
             "seed": self.seed,
             "solver": self.solver,
+            **({"plugin": plugin} if (plugin := pdes.plugin_of(self.pde)) else {}),
             "normalization": self.normalization.to_dict(),
             "floor": self.floor,
             "pirf_version": self.pirf_version,
@@ -156,8 +157,9 @@ def _validate(path: Path, f: h5py.File) -> DatasetInfo:
 
 def _file_pde(path: Path, attrs: h5py.AttributeManager) -> pdes.PDE:
     name, params = _str_attr(path, attrs, "pde"), _json_attr(path, attrs, "params", dict)
+    plugin = _json_attr(path, attrs, "plugin", dict) if "plugin" in attrs else None
     try:
-        return pdes.get(name, **params)
+        return pdes.get_recorded(name, params, plugin)  # a plug-in PDE: its module loaded on the way
     except PirfError as err:  # unknown PDE or parameter: keep the class, name the file
         raise type(err)(f"{path}: {err.problem}", err.fix) from None
     except (TypeError, ValueError) as err:  # a plugin PDE refusing its parameters

@@ -24,6 +24,7 @@ from pirf.errors import DataFileError, OutputExistsError, PirfError, ShapeError
 from pirf.files import crash_point, remove_stale_temporaries, replace, temporary_path
 from pirf.locks import output_lock
 from pirf.normalization import Normalization
+from pirf.pdes.plugins import plugin_of
 
 
 class DatasetWriter:
@@ -123,6 +124,7 @@ class DatasetWriter:
                 "solver": self.solver,
                 "normalization": json.dumps(Normalization.from_moments(mean, std).to_dict()),
                 "floor": json.dumps(self._residuals.summary()),
+                **({"plugin": json.dumps(plugin)} if (plugin := plugin_of(self.pde)) else {}),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
         )

@@ -77,7 +77,7 @@ class RunState:
 def run_record(cfg: FinetuneConfig, ctx: Context, iteration: int) -> dict[str, Any]:
     """The checkpoint record: the base model's record (PDE, normalization, data provenance) with
     the fine-tune's config on top, so a fine-tuned model loads wherever its base loads."""
-    keep = ("pde", "pde_params", "fields", "resolution", "normalization", "data")
+    keep = ("pde", "pde_params", "plugin", "fields", "resolution", "normalization", "data")
     return {k: ctx.record[k] for k in keep if k in ctx.record} | {
         "stage": "finetune",
         "method": cfg.method,

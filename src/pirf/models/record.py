@@ -39,7 +39,7 @@ def record_pde(record: Mapping[str, Any], path: str | os.PathLike = "the model r
             f"{path}: the record's pde={name!r} / pde_params={params!r} are not a name and a mapping", FIX
         )
     try:
-        return pdes.get(name, **params)
+        return pdes.get_recorded(name, params, record.get("plugin"))  # a plug-in PDE: its module loaded
     except PirfError as err:  # an unknown PDE (a plugin not loaded?) or parameter: keep the class
         raise type(err)(f"{path}: {err.problem}", err.fix) from None
     except (TypeError, ValueError) as err:  # a plugin PDE refusing its parameters

@@ -20,6 +20,7 @@ from pirf.pdes import (  # noqa: F401  (importing a module registers its benchma
     poisson,
 )
 from pirf.pdes.base import PDE, ConditioningField, Grid, sample_rngs
+from pirf.pdes.plugins import get_recorded, load_plugin, plugin_of
 from pirf.pdes.registry import get, get_class, names, register, unregister
 
 __all__ = [
@@ -28,7 +29,10 @@ __all__ = [
     "Grid",
     "get",
     "get_class",
+    "get_recorded",
+    "load_plugin",
     "names",
+    "plugin_of",
     "register",
     "sample_rngs",
     "unregister",

@@ -95,7 +95,7 @@ class PDE(ABC):
     """A benchmark: physical parameters, a numerical solver and a residual operator.
 
     Subclasses are frozen dataclasses whose fields are the physical parameters; they set the
-    class variables below and implement `grid`, `_solve` and `residual`.
+    class variables below and implement `grid`, `solve_samples` and `residual`.
     """
 
     name: ClassVar[str]
@@ -133,7 +133,7 @@ class PDE(ABC):
         """The grid of a ``resolution x resolution`` sample."""
 
     @abstractmethod
-    def _solve(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
+    def solve_samples(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
         """Draw inputs with ``rngs`` (one per sample) and solve: float64 ``[len(rngs), C, R, R]``."""
 
     def check_resolution(self, resolution: int) -> None:
@@ -157,7 +157,7 @@ class PDE(ABC):
         check_seed(seed)
         if n == 0:
             return np.zeros((0, len(self.fields), resolution, resolution), np.float32)
-        x = self._solve(sample_rngs(seed, start, n), resolution, start)
+        x = self.solve_samples(sample_rngs(seed, start, n), resolution, start)
         return np.asarray(x, dtype=np.float32)
 
     # -- conditioning ----------------------------------------------------------------------

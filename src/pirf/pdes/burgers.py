@@ -129,7 +129,7 @@ class Burgers(PDE):
             )
         return out
 
-    def _solve(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
+    def solve_samples(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
         u0 = rf.periodic_grf_1d(rngs, resolution, self.alpha, self.tau, self.sigma)
         chunks = [self.solve(u0[i : i + _BATCH]).astype(np.float32) for i in range(0, len(u0), _BATCH)]
         return np.concatenate(chunks)[:, None]

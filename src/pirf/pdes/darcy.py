@@ -291,7 +291,7 @@ class Darcy(PDE):
         flat = a.reshape(-1, *a.shape[-2:])
         return np.stack([_solve_fv(field, self.forcing) for field in flat]).reshape(a.shape)
 
-    def _solve(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
+    def solve_samples(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
         r = self.refine_factor(resolution)
         out = np.empty((len(rngs), 2, resolution, resolution))
         for i, rng in enumerate(rngs):  # one sample at a time: each depends only on its generator

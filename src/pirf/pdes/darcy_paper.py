@@ -178,7 +178,7 @@ class DarcyPaper(Darcy):
         flat = a.reshape(-1, *a.shape[-2:])
         return np.stack([solve_cell_centred(f, self.forcing) for f in flat]).reshape(a.shape)
 
-    def _solve(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
+    def solve_samples(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
         r = self.refine_factor(resolution)
         out = np.empty((len(rngs), 2, resolution, resolution))
         for i, rng in enumerate(rngs):

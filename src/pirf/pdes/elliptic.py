@@ -63,7 +63,7 @@ class DirichletElliptic(PDE):
         u = rf.evaluate_series(coefficients / symbol, basis, basis)
         return np.stack([f, u], axis=1)
 
-    def _solve(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
+    def solve_samples(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
         coefficients = rf.dirichlet_coefficients(rngs, resolution - 2, self.alpha, self.tau)
         return self.solve_sine_series(coefficients, resolution)
 

@@ -74,7 +74,7 @@ class _PaperElliptic(DirichletElliptic):
         u[:, 1:-1, 1:-1] = scipy.fft.idstn(interior, type=1, axes=(-2, -1))
         return u
 
-    def _solve(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
+    def solve_samples(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
         f = self.source(rngs, resolution)
         return np.stack([f, self.solve_discrete(f)], axis=1)
 

@@ -231,13 +231,13 @@ class Kolmogorov(PDE):
             raise ConfigError("kolmogorov: the solver produced non-finite values", "lower `courant`")
         return out
 
-    def _solve(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
+    def solve_samples(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
         """Samples start .. start+len(rngs)-1 with ``start`` a multiple of `samples_per_group`:
         trajectory j is seeded by ``rngs[j * G]``, the generator of its first sample."""
         g = self.samples_per_group
         if start % g:
             raise ConfigError(
-                f"kolmogorov: _solve needs a group-aligned start, got {start}", "call generate()"
+                f"kolmogorov: solve_samples needs a group-aligned start, got {start}", "call generate()"
             )
         counts = [min(g, len(rngs) - i) for i in range(0, len(rngs), g)]  # windows per trajectory
         coarse = _VorticityStepper(self, resolution)

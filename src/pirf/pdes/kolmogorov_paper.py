@@ -111,8 +111,8 @@ class KolmogorovPaper(Kolmogorov):
         w0 = np.swapaxes(np.asarray(w0), -1, -2)
         return np.swapaxes(super().trajectory(w0, frames), -1, -2).copy()
 
-    def _solve(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
-        return np.swapaxes(super()._solve(rngs, resolution, start), -1, -2).copy()
+    def solve_samples(self, rngs: Sequence[np.random.Generator], resolution: int, start: int) -> np.ndarray:
+        return np.swapaxes(super().solve_samples(rngs, resolution, start), -1, -2).copy()
 
     # -- residual --------------------------------------------------------------------------
     def residual(self, x: Tensor) -> Tensor:

@@ -45,6 +45,7 @@ from pirf.models.checkpoint import (
 from pirf.models.denoiser import edm_loss, flow_matching_loss
 from pirf.models.factory import build_denoiser, describe, from_description
 from pirf.pdes.base import check_seed
+from pirf.pdes.plugins import plugin_of
 from pirf.rewards import ResidualReward
 from pirf.training.config import DataConfig, ModelConfig, PretrainConfig
 from pirf.training.ema import EMA, ema_beta
@@ -196,6 +197,7 @@ def _record(cfg: PretrainConfig, dataset: FieldDataset, model, step: int, second
         "pde": info.pde.name,
         "pde_params": info.pde.params(),
         "fields": list(info.pde.fields),
+        **({"plugin": plugin} if (plugin := plugin_of(info.pde)) else {}),
         "resolution": info.resolution,
         "normalization": info.normalization.to_dict(),
         "data": {
