@@ -246,7 +246,7 @@ def test_interrupt_leaves_no_file_and_kill_leaves_only_a_stale_temporary(tmp_pat
     proc = _start_generation(out)
     _wait_for_temporary(tmp_path, proc)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
+    assert proc.wait(timeout=60) == 130, proc.stderr.read()[-3000:]
     assert list(tmp_path.iterdir()) == []
 
     proc = _start_generation(out)

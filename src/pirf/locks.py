@@ -62,7 +62,11 @@ def _open_locked(path: Path, wait: bool) -> int | None:
     (``wait`` False). Retries when the file was replaced between open and lock, so two writers
     never hold locks on two different files of the same name."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # a refused run removed the folder it had made: make it again
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -95,26 +99,50 @@ def output_lock(
     (``wait`` True: a cache several runs may fill). ``enabled`` False (a rank other than 0 of a
     multi-process run) holds nothing. The folder of ``target`` is created if missing, unless
     ``make_parent`` is False: then a missing folder holds nothing (the writer refuses it itself).
+    Folders made for the lock alone are removed again when the block leaves them empty (a refused
+    command leaves nothing behind).
     """
     path = lock_path(target)
     if not enabled or launcher_rank() != 0 or not (make_parent or path.parent.is_dir()):
         yield
         return
+    made = _missing_folders(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _open_locked(path, wait)
-    if fd is None:
-        raise OutputLockedError(
-            f"{Path(target)} ({what}) is being written by {_describe_holder(path)}",
-            "wait for that run to finish, or write to another output (--out / out=...)",
-        )
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(_holder()).encode())
-        yield
+        fd = _open_locked(path, wait)
+        if fd is None:
+            raise OutputLockedError(
+                f"{Path(target)} ({what}) is being written by {_describe_holder(path)}",
+                "wait for that run to finish, or write to another output (--out / out=...)",
+            )
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(_holder()).encode())
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()  # before unlocking: a waiter that opened this file re-opens the new one
+            os.close(fd)
     finally:
-        with contextlib.suppress(OSError):
-            path.unlink()  # before unlocking: a waiter that opened this file re-opens the new one
-        os.close(fd)
+        _remove_if_empty(made)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders of ``folder``'s path that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first), stopping at the first that holds anything."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 __all__ = ["launcher_rank", "lock_path", "output_lock"]

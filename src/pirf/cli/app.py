@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     """
     try:
         app(args=argv, prog_name="pirf")
+    except KeyboardInterrupt:  # one that lands outside typer's own handler (its setup or teardown)
+        sys.exit(130)
     except PirfError as err:
         err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)  # no markup from input
         sys.exit(2)
