@@ -171,9 +171,13 @@ def _run_demo(
 
 
 def _write(out: Path, report: dict[str, Any], base: Evaluation, tuned: Evaluation, steps: int) -> None:
-    blocks = [("reference", base.reference), ("base", base.samples[steps]), ("PIRF", tuned.samples[steps])]
-    save_figure(plot_samples(base.pde, blocks), out / "samples.png")
-    save_figure(plot_residuals(base.pde, blocks[1:]), out / "residuals.png")
+    blocks = [("data", base.reference), ("base", base.samples[steps]), ("PIRF", tuned.samples[steps])]
+    title = f"{base.pde.name}: base and PIRF fine-tune, {steps} Heun steps"
+    note = "base and PIRF columns: samples 0.. of seed 0 (the same noise); data: held-out samples 0.."
+    save_figure(plot_samples(base.pde, blocks, title=title, note=note), out / "samples.png")
+    save_figure(
+        plot_residuals(base.pde, blocks, title=f"{title}: |PDE residual|", note=note), out / "residuals.png"
+    )
     text = markdown(report)
     atomic_write(out / "report.md", lambda tmp: tmp.write_text(text))
     write_json(out / "report.json", report)

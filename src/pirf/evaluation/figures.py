@@ -6,7 +6,8 @@ same columns at two step counts come from the same noise):
 
 - ``samples.png``: one row per (set, channel), one column per sample; colour range per channel
   shared by all sets;
-- ``residuals.png``: |PDE residual| per pixel of those samples, log colour scale shared by all;
+- ``residuals.png``: |PDE residual| per interior pixel of those samples on one linear scale
+  clipped at the 99th percentile, each panel with its MSE, the data as a row beside the models;
 - ``spectra.png``: radially averaged power spectrum per channel (`power_spectrum`), samples at
   each step count against the reference.
 """
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from pirf import pdes
@@ -40,16 +40,21 @@ def _finite(x: np.ndarray) -> np.ndarray:
     return x if keep.all() else x[keep]
 
 
-def plot_samples(pde: pdes.PDE, blocks: Sequence[Block], n_show: int = N_SHOW) -> Figure:
-    """A grid of the first ``n_show`` fields of each block: rows (block, channel), columns samples."""
+def plot_samples(
+    pde: pdes.PDE, blocks: Sequence[Block], n_show: int = N_SHOW, *, title: str = "", note: str = ""
+) -> Figure:
+    """A grid of the first ``n_show`` fields of each block: rows (block, channel), columns samples,
+    one colour range per channel shared by all blocks (a discrete channel such as Darcy's ``a``
+    spans its own values, not 0). ``title`` names what is shown (benchmark, model, steps);
+    ``note`` under it says where the columns come from (seeds)."""
     cols = max(1, min(n_show, max(len(x) for _, x in blocks)))
     rows = [(label, c, x) for label, x in blocks for c in range(x.shape[1])]
-    fig = Figure(figsize=(1.9 * cols + 1.2, 1.8 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(1.9 * cols + 1.2, 1.8 * len(rows) + 0.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), cols, squeeze=False))
     limits = []
     for c in range(len(pde.fields)):
-        values = np.concatenate([x[:cols, c][np.isfinite(x[:cols, c])] for _, x in blocks] + [np.zeros(1)])
-        limits.append((float(values.min()), float(values.max())))
+        values = np.concatenate([x[:cols, c][np.isfinite(x[:cols, c])] for _, x in blocks] + [np.zeros(0)])
+        limits.append((float(values.min()), float(values.max())) if values.size else (0.0, 1.0))
     for r, (label, c, x) in enumerate(rows):
         image = None
         for k in range(cols):
@@ -65,7 +70,12 @@ def plot_samples(pde: pdes.PDE, blocks: Sequence[Block], n_show: int = N_SHOW) -
         axes[r, 0].set_ylabel(f"{label}\n{pde.fields[c]}", fontsize=9)
         if image is not None:
             fig.colorbar(image, ax=axes[r, :].tolist(), shrink=0.85)
+    _heading(fig, title or f"{pde.name}: samples", note)
     return fig
+
+
+def _heading(fig: Figure, title: str, note: str) -> None:
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10)
 
 
 def residual_maps(pde: pdes.PDE, x: np.ndarray) -> np.ndarray:
@@ -80,30 +90,55 @@ def residual_maps(pde: pdes.PDE, x: np.ndarray) -> np.ndarray:
     return out
 
 
-def plot_residuals(pde: pdes.PDE, blocks: Sequence[Block], n_show: int = N_SHOW) -> Figure:
-    """|PDE residual| maps of the first ``n_show`` fields of each block (one row per block), on
-    one log colour scale (the boundary residual is in field units, the interior in equation units)."""
+def plot_residuals(
+    pde: pdes.PDE, blocks: Sequence[Block], n_show: int = N_SHOW, *, title: str = "", note: str = ""
+) -> Figure:
+    """|PDE residual| maps of the first ``n_show`` fields of each block (one row per block; pass
+    the data as a block to show the floor beside the models), off the boundary ring, each panel
+    titled with its MSE there. One linear colour scale for every panel, clipped at the 99th
+    percentile of the values shown: the boundary residual (in field units) and a few hot pixels
+    would otherwise wash out the equation's pixels, where the physics is."""
     cols = max(1, min(n_show, max(len(x) for _, x in blocks)))
-    maps = [(label, residual_maps(pde, x[:cols])) for label, x in blocks]
-    values = np.concatenate([m[np.isfinite(m) & (m > 0)] for _, m in maps] + [np.ones(0)])
-    top = float(values.max()) if values.size else 1.0
-    norm = LogNorm(vmin=max(float(values.min()) if values.size else top, top * 1e-8), vmax=top)
-    fig = Figure(figsize=(1.9 * cols + 1.2, 1.8 * len(maps)), layout="constrained")
+    maps = [(label, x[:cols], residual_maps(pde, x[:cols])) for label, x in blocks]
+    interior = [_interior(pde, x, m) for _, x, m in maps]
+    values = np.concatenate([v[np.isfinite(v)] for v in interior] + [np.zeros(1)])
+    top = max(float(np.percentile(values, 99)), 1e-30)
+    fig = Figure(figsize=(2.1 * cols + 1.2, 1.95 * len(maps) + 0.6), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(maps), cols, squeeze=False))
     image = None
-    for r, (label, m) in enumerate(maps):
+    for r, ((label, _, m), inner) in enumerate(zip(maps, interior, strict=True)):
         for k in range(cols):
             ax = axes[r, k]
             ax.set_xticks([])
             ax.set_yticks([])
             if k < len(m):
-                image = ax.imshow(np.maximum(m[k], norm.vmin), origin="lower", cmap="magma", norm=norm)
-            if r == 0:
-                ax.set_title(f"sample {k}", fontsize=9)
+                image = ax.imshow(
+                    np.minimum(np.nan_to_num(inner[k], nan=0.0), top),
+                    origin="lower",
+                    cmap="magma",
+                    vmin=0.0,
+                    vmax=top,
+                )
+                mse = float(np.nanmean(inner[k] ** 2)) if np.isfinite(inner[k]).any() else float("nan")
+                ax.set_title(f"sample {k}: MSE {mse:.2e}", fontsize=8)
         axes[r, 0].set_ylabel(label, fontsize=9)
     if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85, label="|residual|")
+        fig.colorbar(
+            image, ax=axes.ravel().tolist(), shrink=0.85, label="|residual| off the boundary (clipped)"
+        )
+    _heading(fig, title or f"{pde.name}: |PDE residual|", note)
     return fig
+
+
+def _interior(pde: pdes.PDE, x: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """``maps`` with the ``boundary`` region (the ring, or Burgers' time edges) set to NaN; the
+    equation's own pixels (Darcy's interface included) are kept."""
+    if len(x) == 0 or not np.isfinite(x).all():
+        return maps
+    with torch.no_grad():
+        regions = pde.regions(torch.from_numpy(np.asarray(x, dtype=np.float64)))
+    edge = regions.get("boundary")
+    return maps if edge is None else np.where(edge.numpy(), np.nan, maps)
 
 
 def plot_spectra(pde: pdes.PDE, blocks: Sequence[Block]) -> Figure:

@@ -57,10 +57,20 @@ def write_evaluation(result: Evaluation, out: Path, *, overwrite: bool = False) 
     """``report.json``, ``report.md`` and the three figures of an evaluation, in ``out``."""
     check_outputs(out, EVALUATION_FILES, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    blocks = [("reference", result.reference), *((f"{s} steps", x) for s, x in result.samples.items())]
+    blocks = [("data", result.reference), *((f"{s} steps", x) for s, x in result.samples.items())]
+    report = result.report
+    model = Path(str(report["model"]["path"])).parent.name
+    title = f"{result.pde.name}, model {model} ({report['model']['kind']})"
+    note = (
+        f"columns: samples 0.. of seed {report['settings']['seed']} (the same noise at every step count); "
+        f"data: held-out samples 0.. (seed {report['reference'].get('seed')})"
+    )
     paths = {
-        "samples": save_figure(plot_samples(result.pde, blocks), out / "samples.png"),
-        "residuals": save_figure(plot_residuals(result.pde, blocks), out / "residuals.png"),
+        "samples": save_figure(plot_samples(result.pde, blocks, title=title, note=note), out / "samples.png"),
+        "residuals": save_figure(
+            plot_residuals(result.pde, blocks, title=f"{title}: |PDE residual|", note=note),
+            out / "residuals.png",
+        ),
         "spectra": save_figure(plot_spectra(result.pde, blocks), out / "spectra.png"),
     }
     md = markdown_report(result.report)
