@@ -286,3 +286,26 @@ def test_roles_are_measured_in_execution_order(unet32):
     assert infos["unet.time_embedding"].resolution is None
     with pytest.raises(ConfigError, match="high-res"):
         select_parameters(unet32, torch.zeros(1, 2, 32, 32), "decoder")
+
+
+def test_noise_levels_mix_edm_lognormal_with_log_uniform_over_the_sampler_range():
+    from pirf.models.denoiser import NoiseLevels
+
+    edm = NoiseLevels().draw(20000, torch.Generator().manual_seed(0), torch.float64, "cpu")
+    plain = (
+        -1.2
+        + 1.2 * torch.randn((20000, 1, 1, 1), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ).exp()
+    assert torch.equal(edm, plain)  # the EDM stream is unchanged (resumed runs reproduce)
+    uniform = (
+        NoiseLevels(log_uniform=1.0).draw(20000, torch.Generator().manual_seed(0), torch.float64, "cpu").log()
+    )
+    low, high = math.log(0.002), math.log(80.0)
+    assert uniform.min() >= low and uniform.max() <= high
+    assert (
+        abs(float(uniform.mean()) - (low + high) / 2) < 0.1
+        and abs(float(uniform.var()) - (high - low) ** 2 / 12) < 0.5
+    )
+    half = NoiseLevels(log_uniform=0.5).draw(20000, torch.Generator().manual_seed(0), torch.float64, "cpu")
+    above_three = float((half > 3).double().mean())  # lognormal: 2.7%; log-uniform: 31%
+    assert 0.15 < above_three < 0.19

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from pirf.models.denoiser import NoiseLevels
 
 from pirf.config.limits import (
     COUNT,
@@ -78,6 +81,7 @@ class PretrainConfig:
         "ema_rampup": NON_NEGATIVE,
         "p_mean": FINITE,
         "p_std": POSITIVE,
+        "sigma_log_uniform": FRACTION,
         "physics_weight": NON_NEGATIVE,
         "seed": NON_NEGATIVE_COUNT,
         "log_every": COUNT,
@@ -100,6 +104,7 @@ class PretrainConfig:
     ema_rampup: float = 0.0  # > 0: half-life min(ema_halflife_samples, ema_rampup x samples seen) (EDM: 0.05)
     p_mean: float = -1.2
     p_std: float = 1.2
+    sigma_log_uniform: float = 0.0  # fraction of EDM draws log-uniform over the sampler's sigma range
     flow_time_sampling: Literal["uniform", "logit-normal"] = "uniform"
     init: str = ""  # a model to continue from (its EMA weights); its architecture replaces `model`
     init_kind: Literal["", "edm", "flow"] = ""  # "": the init's kind; else train its network as this kind
@@ -109,6 +114,13 @@ class PretrainConfig:
     checkpoint_every: int = 250
     max_bad_steps: int = 10  # non-finite losses or gradients in a row before the run stops
     compile: bool = False  # torch.compile the U-Net for runs of >= COMPILE_MIN_STEPS steps (docs/models.md)
+
+    @property
+    def noise_levels(self) -> NoiseLevels:
+        """The EDM training distribution of sigma (`pirf.models.denoiser.NoiseLevels`)."""
+        from pirf.models.denoiser import NoiseLevels  # torch: not at import (a torch-free CLI)
+
+        return NoiseLevels(self.p_mean, self.p_std, self.sigma_log_uniform)
 
 
 __all__ = ["DataConfig", "ModelConfig", "PretrainConfig"]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from pirf.models.denoiser import DenoiserLike, edm_draw
+from pirf.models.denoiser import EDM_NOISE, DenoiserLike, NoiseLevels, edm_draw
 from pirf.normalization import Normalization
 
 
@@ -30,11 +30,10 @@ def pidm_loss(
     normalization: Normalization,
     weight: float,
     generator=None,
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
+    levels: NoiseLevels = EDM_NOISE,
 ) -> tuple[Tensor, Tensor]:
     """(total loss, physics term) of one batch (module docstring); ``residual_mse(x_phys) -> [B]``."""
-    draw = edm_draw(denoiser, x0, generator, p_mean, p_std)
+    draw = edm_draw(denoiser, x0, generator, levels)
     physical = normalization.denormalize(draw.x0_hat)
     physics = (residual_mse(physical) / (2 * draw.sigma.flatten())).mean()  # R^2 / (2 sigma), PIDM
     return draw.weighted_squares.mean() + weight * physics, physics.detach()
