@@ -113,3 +113,94 @@ def test_sample_of_many_fields_is_refused_up_front_on_a_full_disk(rough_poisson_
     with pytest.raises(DiskSpaceError, match=r"writing samples\.h5 needs about"):
         runner.sample(rough_poisson_model.parent, tmp_path / "s", n=100_000, steps=2, progress=False)
     assert not (tmp_path / "s").exists()
+
+
+# -- the file system's own refusals: a clear error naming the path, never a traceback --------------
+def test_file_system_errors_are_named_with_their_path_and_fix():
+    import errno
+
+    from safetensors import SafetensorError
+
+    from pirf.files import file_system_error
+
+    own = file_system_error(OSError(errno.ENOSPC, "No space left on device", "/runs/x/latest.safetensors"))
+    assert own.problem == "no space left on the disk: /runs/x/latest.safetensors" and "--out" in own.fix
+    rust = SafetensorError(
+        'Error while serializing: I/O error: Read-only file system (os error 30) at path "/m/.t"'
+    )
+    assert file_system_error(rust).problem == "read-only file system: /m/.t"
+    hdf5 = OSError("Can't write data (file write failed: ..., errno = 28, error message = 'No space left')")
+    assert file_system_error(hdf5, "data/a.h5").problem == "no space left on the disk: data/a.h5"
+    assert file_system_error(OSError(errno.EACCES, "Permission denied", "/root/x")).problem.startswith(
+        "permission"
+    )
+    assert file_system_error(ValueError("a bug, not a disk")) is None
+    assert file_system_error(OSError(errno.ENOENT, "missing", "f")) is None  # not a disk problem
+
+
+def test_a_checkpoint_write_that_fills_the_disk_names_it_and_leaves_nothing(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from pirf.errors import FileSystemError
+    from pirf.models import checkpoint
+
+    def full(tensors, path):
+        with open(path, "wb") as f:
+            f.write(b"half a file")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    with pytest.raises(FileSystemError, match=r"no space left on the disk: .*latest\.safetensors"):
+        checkpoint.save_checkpoint(tmp_path / "latest", {"w": torch.zeros(3)}, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_get_the_permissions_of_plain_files(tmp_path):
+    import os
+
+    from pirf.models import checkpoint
+
+    mask = os.umask(0o022)
+    try:
+        weights = checkpoint.save_checkpoint(tmp_path / "m", {"w": torch.zeros(3)}, {})
+    finally:
+        os.umask(mask)
+    assert weights.stat().st_mode & 0o777 == 0o644  # safetensors alone writes 0600
+
+
+def test_a_read_only_disk_is_named_as_such_not_as_lack_of_space(tmp_path, monkeypatch):
+    import os
+
+    from pirf.errors import FileSystemError
+
+    real = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, result):
+            self.f_flag = result.f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly(real(p)))
+    with pytest.raises(FileSystemError, match=r"read-only file system: .*\(pretrain cannot write there\)"):
+        disk.require_space(tmp_path / "run", 1, "pretrain")
+
+
+def test_the_cli_turns_a_file_system_error_into_exit_2(monkeypatch, capsys, tmp_path):
+    import errno
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "d.h5"))
+
+    monkeypatch.setattr("pirf.data.generate_dataset", refused)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["data", "generate", "darcy", "--n", "2", "--out", str(tmp_path / "d.h5")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exc.value.code == 2 and f"permission denied: {tmp_path / 'd.h5'}" in err and "Traceback" not in err
+
+
+def test_a_resumed_run_counts_the_weights_it_replaces_as_room(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest.safetensors").write_bytes(b"x" * 1000)
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 300)
+    assert disk.run_space_needed(tmp_path, 5000) == 3700
+    assert disk.run_space_needed(tmp_path / "new", 5000) == 5000
+    assert disk.run_space_needed(tmp_path, 1000) == 0

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pirf.errors import DiskSpaceError
+from pirf.errors import DiskSpaceError, FileSystemError
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +36,21 @@ def checkpoint_bytes(model: torch.nn.Module, trained: Iterable[torch.nn.Paramete
     state = tensor_bytes(model.state_dict().values())
     trained = list(model.parameters() if trained is None else trained)
     return 2 * state + 2 * tensor_bytes(p for p in trained if p.requires_grad)
+
+
+def replaced_bytes(run_folder: str | os.PathLike) -> int:
+    """Bytes of the weights already in ``run_folder`` (its checkpoints and exported models): a
+    resumed run writes over them, so they count toward the space it needs, not against it."""
+    folder = Path(run_folder)
+    if not folder.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in folder.rglob("*.safetensors") if f.is_file())
+
+
+def run_space_needed(run_folder: str | os.PathLike, written: int) -> int:
+    """Free bytes a run needs to write ``written`` bytes of weights in ``run_folder`` at its
+    peak, counting the weights already there (a resumed run replaces them) as room."""
+    return max(0, written - replaced_bytes(run_folder))
 
 
 def field_bytes(n: int, channels: int, resolution: int) -> int:
@@ -72,6 +87,11 @@ def require_space(target: str | os.PathLike, need: int, what: str) -> None:
     """Raise `DiskSpaceError` unless the disk of ``target`` (a folder or file, existing or not)
     has ``need`` + 1 MiB free."""
     where = _existing_ancestor(Path(target))
+    if os.statvfs(where).f_flag & os.ST_RDONLY:  # a read-only mount is not a space problem
+        raise FileSystemError(
+            f"read-only file system: {where} ({what} cannot write there)",
+            "remount it writable, or write the run elsewhere (--out / out=...)",
+        )
     free = shutil.disk_usage(where).free
     if free < need + HEADROOM_BYTES:
         raise DiskSpaceError(

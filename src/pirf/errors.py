@@ -54,5 +54,10 @@ class ConfigError(PirfError, ValueError):
     """A bad parameter value or configuration key."""
 
 
+class FileSystemError(PirfError, OSError):
+    """A write or read the file system refused: no space, read-only, no permission
+    (`pirf.files.file_system_error` names the path and what to do)."""
+
+
 class OutputLockedError(PirfError, BlockingIOError):
     """An output that another live pirf process is writing (`pirf.locks.output_lock`)."""

@@ -17,10 +17,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from pirf.errors import DataFileError
+from pirf.errors import DataFileError, FileSystemError
 
 CRASH_ENV = "PIRF_CRASH_AT"
 
@@ -75,6 +77,54 @@ def crash_point(name: str, where: str = "") -> None:
     """A named point where ``PIRF_CRASH_AT`` can kill the process (see `crash_due`)."""
     if _PLAN is not None and crash_due(name, where):
         crash_now()
+
+
+# -- file-system errors ------------------------------------------------------------------------------
+
+_WRITE_ELSEWHERE = "or write to another folder (--out / out=...)"
+FILE_SYSTEM_PROBLEMS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on the disk", f"free some space there, {_WRITE_ELSEWHERE}"),
+    errno.EDQUOT: ("disk quota exceeded", f"free some of your files there, {_WRITE_ELSEWHERE}"),
+    errno.EROFS: ("read-only file system", f"remount it writable, {_WRITE_ELSEWHERE}"),
+    errno.EACCES: ("permission denied", f"check the permissions of the path, {_WRITE_ELSEWHERE}"),
+    errno.EPERM: ("operation not permitted", f"check the permissions of the path, {_WRITE_ELSEWHERE}"),
+    errno.EFBIG: ("file too large for its file system", _WRITE_ELSEWHERE.removeprefix("or ")),
+}
+"""The errnos a user can cause and fix (a full disk, a read-only mount, a folder not theirs):
+what the problem is, and what to do about it."""
+
+_ERRNO_IN_TEXT = re.compile(r"(?:os error|errno =?)\s*(\d+)")
+_PATH_IN_TEXT = re.compile(r'at path "([^"]+)"')
+
+
+def os_error_number(err: BaseException) -> int | None:
+    """The errno of ``err``: its own, or the one a library wrote into its message (safetensors:
+    "(os error 28)"; HDF5: "errno = 28")."""
+    number = getattr(err, "errno", None)
+    if isinstance(number, int):
+        return number
+    found = _ERRNO_IN_TEXT.search(str(err))
+    return int(found.group(1)) if found else None
+
+
+def file_system_error(err: BaseException, path: str | os.PathLike | None = None) -> FileSystemError | None:
+    """``err`` as a `FileSystemError` naming the path and the fix, or None when it is not one of
+    `FILE_SYSTEM_PROBLEMS` (a bug, not the user's disk)."""
+    number = os_error_number(err)
+    if number not in FILE_SYSTEM_PROBLEMS:
+        return None
+    problem, fix = FILE_SYSTEM_PROBLEMS[number]
+    found = _PATH_IN_TEXT.search(str(err))
+    where = getattr(err, "filename", None) or path or (found.group(1) if found else None)
+    return FileSystemError(f"{problem}: {where}" if where else problem, fix)
+
+
+def default_permissions(path: str | os.PathLike) -> None:
+    """Give ``path`` the permissions a plain ``open`` would (0666 less the umask): safetensors
+    creates its files 0600, which would hide a model from the rest of a group."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 # -- temporaries -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ never load torch (tests/test_cli_startup.py keeps it so; benchmarks/startup_time
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -148,7 +148,8 @@ OverwriteOption = Annotated[bool, typer.Option(help="replace existing results in
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `pirf` console script: `PirfError` -> message on stderr, exit 2.
+    """Entry point of the `pirf` console script: `PirfError` -> message on stderr, exit 2; so is
+    an error of the file system the user can fix (no space, read-only, permissions), with its path.
 
     Ctrl-C exits with 130 (typer's convention); writers remove their temporary files on the way.
     """
@@ -157,5 +158,17 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:  # one that lands outside typer's own handler (its setup or teardown)
         sys.exit(130)
     except PirfError as err:
-        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)  # no markup from input
-        sys.exit(2)
+        _fail(err)
+    except Exception as err:  # a full disk, a read-only mount, a folder not the user's: say so
+        from pirf.files import file_system_error
+
+        mapped = file_system_error(err)
+        if mapped is None:
+            raise
+        _fail(mapped)
+
+
+def _fail(err: PirfError) -> NoReturn:
+    """Print ``err`` (problem and fix) on stderr and exit 2."""
+    err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)  # no markup from input
+    sys.exit(2)

@@ -34,7 +34,7 @@ from accelerate import Accelerator
 from torch import Tensor
 
 from pirf.config.limits import check_limits
-from pirf.disk import checkpoint_bytes, require_space, tensor_bytes
+from pirf.disk import checkpoint_bytes, require_space, run_space_needed, tensor_bytes
 from pirf.errors import ConfigError
 from pirf.files import append_jsonl, crash_point, truncate_jsonl
 from pirf.finetune.config import FinetuneConfig, check_method_name
@@ -120,7 +120,7 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
     beta = ema_beta(cfg.batch_size, cfg.regularization.ema_halflife_samples)
     if accelerator.is_main_process:  # two checkpoints during a save, then the best and the chosen model
         need = 2 * checkpoint_bytes(ctx.model, params) + 4 * tensor_bytes(ctx.model.state_dict().values())
-        require_space(cfg.out, need, f"finetune ({cfg.method})")
+        require_space(cfg.out, run_space_needed(cfg.out, need), f"finetune ({cfg.method})")
     run_dir = prepare_run_dir(cfg, resume, allow_change) if accelerator.is_main_process else Path(cfg.out)
     accelerator.wait_for_everyone()
     latest, best_path = run_dir / "checkpoints" / "latest", run_dir / "checkpoints" / "best"

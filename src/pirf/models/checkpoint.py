@@ -29,6 +29,8 @@ import pirf
 from pirf.errors import DataFileError, ShapeError
 from pirf.files import (
     crash_point,
+    default_permissions,
+    file_system_error,
     fsync_file,
     pid_alive,
     remove_stale_temporaries,
@@ -51,6 +53,19 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 _sha256 = sha256_file  # the checksum the record carries and the loader verifies
 
 
+def _save_tensors(tensors: Mapping[str, torch.Tensor], tmp: Path, final: Path) -> None:
+    """safetensors' write of ``tensors`` to ``tmp``, with plain-file permissions; a full or
+    read-only disk is a `FileSystemError` naming ``final`` (safetensors raises its own error type)."""
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    except SafetensorError as err:
+        mapped = file_system_error(err, final)
+        if mapped is None:
+            raise
+        raise mapped from err
+    default_permissions(tmp)
+
+
 def save_checkpoint(
     path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], config: Mapping[str, Any]
 ) -> Path:
@@ -66,7 +81,7 @@ def save_checkpoint(
     tmp_weights, tmp_meta = temporary_path(weights), temporary_path(meta)
     where = weights.stem
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp_weights))
+        _save_tensors(tensors, tmp_weights, weights)
         crash_point("checkpoint.weights-written", where)
         record = {
             **config,

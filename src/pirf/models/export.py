@@ -30,7 +30,7 @@ from typing import Any
 from safetensors.torch import save_file
 
 from pirf.errors import OutputExistsError
-from pirf.files import pid_alive
+from pirf.files import default_permissions, file_system_error, pid_alive
 from pirf.models.denoiser import Denoiser, FlowDenoiser
 
 EXPORT_FORMAT = "pirf-diffusers-export"
@@ -131,10 +131,17 @@ def export_model(
         if description["conditioning"]:
             fields = model.backbone.condition.detach().float().contiguous().cpu()
             save_file({"fields": fields}, str(tmp / "conditioning.safetensors"))
+        for weights in tmp.rglob("*.safetensors"):
+            default_permissions(weights)  # safetensors writes 0600
         (tmp / "pirf.json").write_text(json.dumps(description, indent=1) + "\n")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
+    except Exception as err:  # safetensors and diffusers report a full disk in their own types
+        mapped = file_system_error(err, out)
+        if mapped is None:
+            raise
+        raise mapped from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -30,7 +30,7 @@ from pirf.config import to_dict
 from pirf.config.limits import check_limits
 from pirf.config.resume import check_resumed_config, config_changes
 from pirf.data import FieldDataset, generate_dataset
-from pirf.disk import checkpoint_bytes, require_space, tensor_bytes
+from pirf.disk import checkpoint_bytes, require_space, run_space_needed, tensor_bytes
 from pirf.errors import ConfigError, DataFileError, OutputExistsError
 from pirf.files import append_jsonl, crash_point, truncate_jsonl, write_json, write_text
 from pirf.locks import output_lock
@@ -293,7 +293,7 @@ def _pretrain(cfg: PretrainConfig, *, resume: bool, progress: bool, allow_change
     ema = EMA(model)
     if accelerator.is_main_process:  # two checkpoints during a save, then the exported model and EMA
         need = 2 * checkpoint_bytes(model) + tensor_bytes(ema.state_dict().values()) * 2
-        require_space(cfg.out, need, "pretrain")
+        require_space(cfg.out, run_space_needed(cfg.out, need), "pretrain")
     with accelerator.main_process_first():  # the others find the folder ready
         run_dir, resuming = _prepare_run_dir(cfg, resume, allow_change, accelerator.is_main_process)
     start, seconds, pending, bad = 0, 0.0, [], BadSteps()
