@@ -100,6 +100,7 @@ class Damage:
     apply: Callable[[Path], None] = dataclasses.field(repr=False, compare=False)
     must_fail: bool = True
     nonfinite: bool = False
+    outlier: bool = False  # huge finite values in one sample: loaders refuse, a check fails
 
 
 TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=12)
@@ -219,6 +220,21 @@ def _folder(path: Path) -> None:
     path.mkdir()
 
 
+def _huge(sample: int, spots: list[tuple[int, int, int]], value: float) -> Damage:
+    """Huge finite values in one sample (a sample in many would move the median it is judged by)."""
+
+    def edit(f: h5py.File) -> None:
+        x = f["fields"][...]
+        for c, i, j in spots:
+            x[sample, c, i, j] = value
+        f["fields"][...] = x
+
+    return Damage(f"{value:g} at sample {sample} {spots}", _h5_edit(edit), must_fail=False, outlier=True)
+
+
+HUGE = st.one_of(st.sampled_from([3e38, -3e38, 1e30, 1e6]), st.floats(1e5, 3e38), st.floats(-3e38, -1e5))
+
+
 NAMES = st.text(st.sampled_from("abcxyz_0123456789"), min_size=1, max_size=8).filter(lambda n: n != "fields")
 SHAPES = st.lists(st.integers(1, 20), max_size=5).map(tuple)
 SPOT = st.tuples(st.integers(0, 3), st.integers(0, 1), st.integers(0, 15), st.integers(0, 15))
@@ -231,6 +247,7 @@ DATA_DAMAGE = st.one_of(
         lambda s: Damage(f"fields of shape {s}", _replace_fields(np.zeros(s, np.float32)))
     ),
     st.builds(_nonfinite, st.lists(SPOT, min_size=1, max_size=4), st.sampled_from([np.nan, np.inf, -np.inf])),
+    st.builds(_huge, st.integers(0, 3), st.lists(SPOT.map(lambda s: s[1:]), min_size=1, max_size=4), HUGE),
     st.sampled_from([*data.REQUIRED_ATTRS, "complete"]).map(
         lambda a: Damage(f"attribute {a} removed", _h5_edit(lambda f: f.attrs.__delitem__(a)))
     ),

@@ -5,6 +5,7 @@ shipped one; Darcy's reward (projection, fixed coefficient) is tested on its own
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -334,3 +335,43 @@ def test_a_method_registered_from_outside_the_package_runs_in_the_loop(base_mode
         from pirf.finetune.presets import PRESETS
 
         PRESETS.pop("last-step", None)
+
+
+def test_the_sigma_window_means_the_same_noise_levels_at_every_step_count():
+    from pirf.finetune.config import TruncationConfig
+    from pirf.finetune.methods import RewardBackprop
+    from pirf.sampling.draw import sigma_grid
+
+    method = RewardBackprop(TruncationConfig(mode="sigma", sigma=0.045), "mse", "pirf")
+    rng = np.random.default_rng(0)
+    windows = {n: method.window(sigma_grid("edm", n, "heun"), rng) for n in (10, 20, 40, 80)}
+    assert windows == {10: 2, 20: 4, 40: 7, 80: 13}
+    for n, k in windows.items():  # the window's steps start at sigma <= 0.045, the one before above it
+        grid = sigma_grid("edm", n, "heun")
+        assert float(grid[n - k]) <= 0.045 < float(grid[n - k - 1])
+    tiny = RewardBackprop(TruncationConfig(mode="sigma", sigma=1e-4), "mse", "pirf")
+    assert tiny.window(sigma_grid("edm", 20, "heun"), rng) == 1  # never an empty window
+
+
+def test_one_fine_tune_across_step_counts_draws_them_per_iteration(base_model, tmp_path):
+    from pirf.finetune.config import TruncationConfig
+    from pirf.finetune.seeds import iteration_steps
+
+    sampler = SamplerConfig(steps=4, steps_choices=(3, 5, 8))
+    window = TruncationConfig(mode="sigma", sigma=0.5)
+    cfg = _config(base_model, tmp_path / "multi", sampler=sampler, truncation=window, iterations=6)
+    finetune(cfg, progress=False)
+    rows = [json.loads(ln) for ln in (tmp_path / "multi" / "metrics.jsonl").read_text().splitlines()]
+    drawn = [iteration_steps(cfg.seed, i, (3, 5, 8)) for i in range(6)]
+    assert [int(r["steps"]) for r in rows] == drawn and len(set(drawn)) > 1
+    for row, n in zip(rows, drawn, strict=True):  # the window follows the noise levels, not the count
+        grid = sigma_grid_of(n)
+        assert int(row["window"]) == max(1, int((grid[:-1] <= 0.5).sum()))
+    with pytest.raises(ConfigError, match="steps_choices"):
+        finetune(_config(base_model, tmp_path / "ddpo", method="ddpo", sampler=sampler), progress=False)
+
+
+def sigma_grid_of(n):
+    from pirf.sampling.draw import sigma_grid
+
+    return sigma_grid("edm", n, "heun")

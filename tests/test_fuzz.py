@@ -143,7 +143,10 @@ VALUES = [
     *("0", "-1", "1", "3", "1.5", "1e-4", "-1e400", "nan", ".inf", "true", "yes", "null", "~", ""),
     *("[1, 2]", "[]", "{a: 1}", "{}", "'quoted'", "edm", "flow", "heun", "[", "{", ": :", "- x"),
     *("!!python/object/apply:os.system ['true']", "&a [*a]", "2020-01-01", "0x10", "1_000", "'"),
+    *("1e300", "3e38", "-1e308", "1e9", "2147483648", "99999999999999999999", "[1e300, 1e300]"),
+    "{" + ", ".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else 'x'}]" for i in range(10)) + "}",
 ]
+"""Override values: YAML of every kind, huge finite numbers, and a one-line alias bomb (9^9)."""
 
 
 @st.composite
@@ -334,15 +337,18 @@ def test_damaged_data_files_are_refused_by_the_loaders(space: Path, good_data: P
         refused(lambda: data.read_info(path))
         loaded: list[np.ndarray] = []
         err = refused(lambda: loaded.append(_load_all(path)))
-        if damage.must_fail or damage.nonfinite:
+        if damage.must_fail or damage.nonfinite or damage.outlier:
             assert err is not None, f"{damage.name} was loaded"
             assert isinstance(err, NonFiniteError) or not damage.nonfinite
+            assert "the median range" in str(err) or not damage.outlier
         elif err is None:  # a harmless change: the same fields come back
             np.testing.assert_array_equal(loaded[0], data.read_fields(good_data))
         reports: list[data.CheckReport] = []
         err = refused(lambda: reports.append(data.check_dataset(path, max_samples=4)))
         if damage.nonfinite:
             assert err is None and reports[0].nonfinite and not reports[0].ok
+        elif damage.outlier:
+            assert err is None and reports[0].outliers and not reports[0].ok
         elif damage.must_fail:
             assert err is not None, f"{damage.name} was checked"
 
@@ -370,7 +376,8 @@ def test_damaged_data_files_exit_2_from_every_command(
         shutil.copy(good_data, path)
         damage.apply(path)
         harmless = (
-            not (damage.must_fail or damage.nonfinite) and refused(lambda: data.read_fields(path)) is None
+            not (damage.must_fail or damage.nonfinite or damage.outlier)
+            and refused(lambda: data.read_fields(path)) is None
         )
         if harmless and command in ("pretrain", "reference", "train"):
             command = "check"  # still a valid data set: a whole training or evaluation run would only be slow
@@ -378,9 +385,9 @@ def test_damaged_data_files_exit_2_from_every_command(
         run = pirf_cli(_data_command(command, str(path), good_model))
         after = listing(ws)
     assert "Traceback" not in run.err + run.out
-    if damage.nonfinite and command == "info":  # info reads the description only
+    if (damage.nonfinite or damage.outlier) and command == "info":  # info reads the description only
         assert run.code == 0
-    elif command == "check" and (damage.nonfinite or (harmless and run.code == 1)):  # a check that failed
+    elif command == "check" and (damage.nonfinite or damage.outlier or (harmless and run.code == 1)):
         assert run.code == 1 and "check failed" in run.err and ("NaN" in run.err or not damage.nonfinite)
     elif not harmless or run.code != 0:
         assert_refused(run)

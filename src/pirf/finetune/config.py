@@ -26,22 +26,31 @@ from pirf.errors import ConfigError
 from pirf.finetune.presets import PRESETS
 from pirf.rewards import RewardConfig
 
-TruncationMode = Literal["fixed", "full", "random", "lv"]
+TruncationMode = Literal["fixed", "sigma", "full", "random", "lv"]
 LayerMode = Literal["high-res", "inverse", "all"]
 
 
 @dataclass
 class SamplerConfig:
-    """The deterministic EDM Heun chain the fine-tune rolls out (PIRF Sec. 3; EDM Alg. 1)."""
+    """The deterministic EDM Heun chain the fine-tune rolls out (PIRF Sec. 3; EDM Alg. 1).
+
+    ``steps``: the chain's step count, and the one held-out evaluation and model selection use.
+    ``steps_choices``: train one model for several step counts: each iteration draws its chain's
+    step count from this list (seeded by (seed, iteration), the same on every process); pair it
+    with the ``sigma`` gradient window (`TruncationConfig`), which means the same noise levels at
+    every step count. Empty: every iteration uses ``steps``.
+    """
 
     LIMITS: ClassVar[dict[str, Limit]] = {
         "steps": COUNT,
+        "steps_choices": COUNT,
         "sigma_min": POSITIVE,
         "sigma_max": POSITIVE,
         "rho": POSITIVE,
     }
 
     steps: int = 20
+    steps_choices: tuple[int, ...] = ()
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     rho: float = 7.0
@@ -52,15 +61,19 @@ class TruncationConfig:
     """Which steps carry gradients (the gradient window).
 
     ``fixed``: the last ``k`` steps (DRaFT-K; PIRF's default, K = 2 at N = 20, K = 1 at N = 80);
+    ``sigma``: the steps that start at a noise level sigma_i <= ``sigma`` (at least one), a window
+    that means the same thing at every step count (Karras grid, rho 7: sigma = 0.045 is the last
+    4 steps of 20, 2 of 10, 7 of 40, 13 of 80);
     ``full``: every step (DRaFT); ``random``: the last K' steps, K' drawn uniformly from 1..N
     once per iteration (AlignProp's randomized truncation); ``lv``: K = 1 plus ``lv_copies``
     re-noised copies of the sample pushed through the last step again (DRaFT-LV).
     """
 
-    LIMITS: ClassVar[dict[str, Limit]] = {"k": NON_NEGATIVE_COUNT, "lv_copies": COUNT}
+    LIMITS: ClassVar[dict[str, Limit]] = {"k": NON_NEGATIVE_COUNT, "sigma": POSITIVE, "lv_copies": COUNT}
 
     mode: TruncationMode = "fixed"
     k: int = 2
+    sigma: float = 0.045
     lv_copies: int = 2
 
 

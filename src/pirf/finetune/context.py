@@ -19,7 +19,8 @@ from pirf.errors import ConfigError
 from pirf.evaluation.metrics import channel_terms
 from pirf.evaluation.reference import reference_for
 from pirf.evaluation.runner import score_samples
-from pirf.finetune.config import FinetuneConfig
+from pirf.finetune.config import FinetuneConfig, SamplerConfig
+from pirf.finetune.seeds import iteration_steps
 from pirf.models.loading import load_model
 from pirf.models.record import record_pde
 from pirf.models.resolution_map import select_parameters
@@ -66,9 +67,22 @@ def build_context(cfg: FinetuneConfig, accelerator: Accelerator | None = None) -
     with first:  # the main process solves (and caches) the held-out set, the others then read it
         ref_path, _ = reference_for(record, cfg.eval.reference, cfg.eval.n_reference, progress=False)
     reference = read_fields(ref_path)
-    s = cfg.sampler
-    sigmas = sigma_grid(model, s.steps, "heun", sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho)
+    sigmas = chain_sigmas(model, cfg.sampler, cfg.sampler.steps)
     return Context(model, record, pde, normalization, trained, base, reference, sigmas)
+
+
+def chain_sigmas(model: nn.Module, sampler: SamplerConfig, steps: int) -> Tensor:
+    """The noise levels ``[steps + 1]`` of the fine-tune's Heun chain (`sigma_grid`'s one rule)."""
+    s = sampler
+    return sigma_grid(model, steps, "heun", sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho)
+
+
+def iteration_sigmas(ctx: Context, cfg: FinetuneConfig, iteration: int) -> Tensor:
+    """The chain of one training iteration: ``sampler.steps``'s, or with ``sampler.steps_choices``
+    the chain of the step count drawn for this iteration (`iteration_steps`)."""
+    choices = cfg.sampler.steps_choices
+    steps = iteration_steps(cfg.seed, iteration, choices) if choices else cfg.sampler.steps
+    return ctx.sigmas if steps == cfg.sampler.steps else chain_sigmas(ctx.model, cfg.sampler, steps)
 
 
 def sample_eval_set(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> np.ndarray:

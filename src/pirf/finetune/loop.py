@@ -38,7 +38,7 @@ from pirf.disk import checkpoint_bytes, require_space, run_space_needed, tensor_
 from pirf.errors import ConfigError
 from pirf.files import append_jsonl, crash_point, truncate_jsonl
 from pirf.finetune.config import FinetuneConfig, check_method_name
-from pirf.finetune.context import build_context, fixed_channels, score
+from pirf.finetune.context import build_context, fixed_channels, iteration_sigmas, score
 from pirf.finetune.methods import checkpointed
 from pirf.finetune.registry import make_method, refuse_black_box
 from pirf.finetune.regularization import interpolate, online_penalty
@@ -114,6 +114,11 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
     reward = make_reward(ctx.pde, cfg.reward)
     if method.needs_differentiable_reward and not reward.differentiable:
         refuse_black_box(method)
+    if cfg.sampler.steps_choices and not method.samples_rollout_chain:
+        raise ConfigError(
+            f"sampler.steps_choices: {cfg.method} rolls out with its own stochastic sampler",
+            "drop sampler.steps_choices (policy.steps sets that sampler's step count)",
+        )
     params = [p for _, p in ctx.trained]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
     ema = EMA(ctx.model)
@@ -175,7 +180,7 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
                 device=accelerator.device,
                 gather=gather,
                 denoiser=denoiser,
-                sigmas=ctx.sigmas,
+                sigmas=iteration_sigmas(ctx, cfg, iteration),
                 reward=reward,
                 normalization=ctx.normalization,
                 reference=reference,

@@ -76,13 +76,16 @@ class Method(ABC):
 
     Class facts the loop reads: ``needs_differentiable_reward`` (first-order methods),
     ``needs_reference`` (the frozen base model's D is passed as ``rollout.reference``),
-    ``group_size`` (rows j with the same j // group_size share their starting noise: GRPO).
+    ``group_size`` (rows j with the same j // group_size share their starting noise: GRPO),
+    ``samples_rollout_chain`` (it rolls out on ``rollout.sigmas``, so the chain's step count can
+    change per iteration; False: it has a sampler of its own).
     """
 
     name: str = "method"
     needs_differentiable_reward: bool = True
     needs_reference: bool = False
     group_size: int = 1
+    samples_rollout_chain: bool = True
 
     @abstractmethod
     def updates(self, rollout: Rollout) -> Iterator[Update]:
@@ -140,9 +143,11 @@ class RewardBackprop(Method):
     def updates(self, rollout: Rollout) -> Iterator[Update]:
         yield self.loss(rollout)
 
-    def window(self, n: int, rng: np.random.Generator) -> int:
-        """How many final steps carry gradients this iteration."""
-        mode, k = self.truncation.mode, self.truncation.k
+    def window(self, sigmas: Tensor, rng: np.random.Generator) -> int:
+        """How many final steps of the chain ``sigmas`` ``[N + 1]`` carry gradients this iteration."""
+        mode, k, n = self.truncation.mode, self.truncation.k, sigmas.shape[0] - 1
+        if mode == "sigma":  # the steps starting at sigma_i <= truncation.sigma, at least the last
+            return max(1, int((sigmas[:-1] <= self.truncation.sigma).sum()))
         if mode == "full":
             return n
         if mode == "random":
@@ -156,7 +161,7 @@ class RewardBackprop(Method):
     def loss(self, rollout: Rollout) -> Update:
         """The reward loss of the chain's final samples, gradients through the last K steps."""
         n = rollout.sigmas.shape[0] - 1
-        k = self.window(n, rollout.rng)
+        k = self.window(rollout.sigmas, rollout.rng)
         anchored = rollout.anchor_weight > 0 and rollout.fixed is not None and bool(rollout.fixed.any())
         if self.truncation.mode == "lv":
             x0, entering, k = self._lv_samples(rollout), None, 1
@@ -167,7 +172,11 @@ class RewardBackprop(Method):
             x0, entering = out.x0, (out.trajectory[n - k].detach() if anchored else None)
         mse = -rollout.reward(rollout.normalization.denormalize(x0))
         loss = reward_loss(mse, self.form)
-        logs = {"residual_mse": mse.detach(), "window": torch.tensor([float(k)])}
+        logs = {
+            "residual_mse": mse.detach(),
+            "window": torch.tensor([float(k)]),
+            "steps": torch.tensor([float(n)]),
+        }
         if anchored and entering is not None:
             drift = fixed_channel_drift(rollout, entering, x0[: entering.shape[0]], n - k)
             loss = loss + rollout.anchor_weight * drift.mean()

@@ -154,6 +154,8 @@ class PolicyGradient(Method):
     """DDPO (``group_size`` 1, no KL) and GRPO (groups, KL toward the base): see the module
     docstring. Zeroth order: the reward may be a black box."""
 
+    samples_rollout_chain = False  # rolls out with its own stochastic sampler
+
     needs_differentiable_reward = False
 
     def __init__(

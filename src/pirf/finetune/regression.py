@@ -164,6 +164,8 @@ class RewardScoreMatching(Method):
     """RSM: regress D onto D_base + sigma^2 gamma(sigma) Psi_hat (module docstring). First order
     (tweedie, denoised, terminal) needs a differentiable reward; zeroth order does not."""
 
+    samples_rollout_chain = False  # rolls out with its own stochastic sampler
+
     needs_reference = True
 
     def __init__(
@@ -269,6 +271,8 @@ def lean_adjoints(
 class AdjointMatching(Method):
     """Adjoint matching on the ancestral (memoryless) sampler; see the module docstring. First
     order: needs a differentiable reward."""
+
+    samples_rollout_chain = False  # rolls out with its own stochastic sampler
 
     needs_differentiable_reward = True
     needs_reference = True

@@ -39,6 +39,12 @@ def iteration_rng(seed: int, iteration: int) -> np.random.Generator:
     return np.random.default_rng([seed, iteration, 2**31 - 1])
 
 
+def iteration_steps(seed: int, iteration: int, choices: tuple[int, ...]) -> int:
+    """The chain's step count of one iteration, drawn from ``choices`` by (seed, iteration) on a
+    stream of its own (the window and LV draws of `iteration_rng` stay as they were)."""
+    return int(np.random.default_rng([seed, iteration, 2**31 - 2]).choice(np.asarray(choices)))
+
+
 def local_rows(batch_size: int, world: int, rank: int, group_size: int) -> list[int]:
     """The trajectories this process rolls out: every world-th one (j = rank, rank + P, ...), or,
     with groups (GRPO), every world-th whole group, so a group's statistics stay on one process."""
