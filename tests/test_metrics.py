@@ -536,3 +536,35 @@ def test_degenerate_arguments_are_clear_errors():
         m.nearest_neighbour_distance(x, x, train_subsample=0)
     with pytest.raises(ShapeError, match="non-empty"):
         m.wasserstein_1d(np.array([]), np.array([1.0]))
+
+
+def test_a_fidelity_term_registered_from_outside_joins_the_report_and_the_score(poisson, darcy, monkeypatch):
+    """A new fidelity term is one function plus one registration (here: the share of samples whose
+    peak |u| exceeds the reference's largest, for Poisson only)."""
+    from pirf.evaluation.metrics import FIDELITY_TERMS, FidelityTerm, register_fidelity_term
+
+    monkeypatch.setattr("pirf.evaluation.metrics.FIDELITY_TERMS", dict(FIDELITY_TERMS))
+
+    def peaks(inputs):
+        top = np.abs(np.asarray(inputs.reference)[:, 1]).max()
+        return {
+            "share_above": float((np.abs(np.asarray(inputs.samples)[:, 1]).max(axis=(1, 2)) > top).mean())
+        }
+
+    register_fidelity_term(
+        FidelityTerm(
+            "peaks", "peaks", peaks, lambda r: r["share_above"], applies=lambda pde: pde.name == "poisson"
+        )
+    )
+    pde, ref, held = poisson
+    report = m.fidelity_report(pde, 10.0 * held, ref, n_projections=16)
+    assert (
+        report["peaks"]["share_above"] > 0.5
+        and report["score_terms"]["peaks"] == report["peaks"]["share_above"]
+    )
+    assert list(report["score_terms"]) == ["moments", "spectrum", "sliced_wasserstein", "diversity", "peaks"]
+    assert report["fidelity_score"] == pytest.approx(np.mean(list(report["score_terms"].values())))
+    other, ref_d, held_d = darcy  # it applies to Poisson only
+    assert (
+        "peaks" not in m.fidelity_report(other, held_d, ref_d, n_projections=16, max_pairs=100)["score_terms"]
+    )

@@ -23,7 +23,9 @@ Conventions:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -72,6 +74,86 @@ def relative_to_floor(
         if ref is not None and stat in stats:
             out[part] = stats[stat] / max(ref, 1e-10 * all_floor, 1e-300)
     return out
+
+
+# -- the fidelity terms: one function and one registration each ------------------------------------
+@dataclass(frozen=True)
+class FidelityInputs:
+    """What a fidelity term measures: samples and held-out reference (physical units) and the
+    settings `fidelity_report` was called with."""
+
+    samples: Fields
+    reference: Fields
+    pde: PDE | None
+    n_projections: int = 128
+    seed: int = 0
+    max_pairs: int = 4096
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class FidelityTerm:
+    """One term of the fidelity score. ``measure`` makes its report section (``report[section]``),
+    ``score`` reads the dimensionless term off it (0 for the data, growing as samples leave it),
+    ``applies`` says for which PDEs it is measured (all by default)."""
+
+    name: str
+    section: str
+    measure: Callable[[FidelityInputs], Any]
+    score: Callable[[Any], float]
+    applies: Callable[[PDE | None], bool] = lambda pde: True
+
+
+FIDELITY_TERMS: dict[str, FidelityTerm] = {}
+"""The registered terms, in report order; `fidelity_report` measures each that applies."""
+
+
+def register_fidelity_term(term: FidelityTerm) -> FidelityTerm:
+    """Add ``term`` to every fidelity report from now on (a plug-in PDE may add its own); a name
+    already registered is replaced."""
+    FIDELITY_TERMS[term.name] = term
+    return term
+
+
+def _kw(i: FidelityInputs) -> dict[str, Any]:
+    return {"pde": i.pde, "batch_size": i.batch_size}
+
+
+for _term in (
+    FidelityTerm(
+        "moments",
+        "moments",
+        lambda i: moments(i.samples, i.reference, **_kw(i)),
+        lambda m: float(np.mean(list(m[AGGREGATE].values()))),
+    ),
+    FidelityTerm(
+        "spectrum",
+        "spectrum_error",
+        lambda i: spectrum_error(i.samples, i.reference, **_kw(i)),
+        lambda e: e[AGGREGATE],
+    ),
+    FidelityTerm(
+        "sliced_wasserstein",
+        "sliced_wasserstein",
+        lambda i: sliced_wasserstein(i.samples, i.reference, i.n_projections, i.seed, **_kw(i)),
+        lambda w: w[AGGREGATE],
+    ),
+    FidelityTerm(
+        "diversity",
+        "diversity",
+        lambda i: diversity(i.samples, i.reference, i.max_pairs, i.seed, **_kw(i)),
+        lambda d: abs(1.0 - d["ratio"]),
+    ),
+    FidelityTerm(
+        "phase",
+        "phases",
+        lambda i: darcy_phases(i.pde, i.samples, i.reference),
+        lambda p: p["share_error"] + p["sample_off_phase"],
+        applies=lambda pde: isinstance(pde, Darcy),
+    ),
+):
+    register_fidelity_term(_term)
+del _term
 
 
 # -- the bundle ----------------------------------------------------------------------------------
@@ -125,7 +207,9 @@ def fidelity_report(
     - ``spectrum``: spectrum error averaged over channels (dex);
     - ``sliced_wasserstein``: the joint sliced W1 (reference-std units);
     - ``diversity``: |1 - diversity ratio|;
-    - Darcy only, ``phase``: share_error + sample off-phase fraction.
+    - Darcy only, ``phase``: share_error + sample off-phase fraction;
+    - any term added with `register_fidelity_term` (one function and one registration: a
+      plug-in PDE's own measure of faithfulness joins the score, the report and every table).
 
     Held-out data of the same distribution score near 0 (the SW term keeps a small finite-sample
     floor); use it relatively, e.g. "score within 20% of the base model's". Memorization is
@@ -137,22 +221,13 @@ def fidelity_report(
     the fidelity guard (`pirf.evaluation.guard`) judges the channels one by one as well as the score.
     """
     check_pair(samples, reference, pde)
-    kw = {"pde": pde, "batch_size": batch_size}
-    report: dict = {
-        "moments": moments(samples, reference, **kw),
-        "spectrum_error": spectrum_error(samples, reference, **kw),
-        "sliced_wasserstein": sliced_wasserstein(samples, reference, n_projections, seed, **kw),
-        "diversity": diversity(samples, reference, max_pairs, seed, **kw),
-    }
-    terms = {
-        "moments": float(np.mean(list(report["moments"][AGGREGATE].values()))),
-        "spectrum": report["spectrum_error"][AGGREGATE],
-        "sliced_wasserstein": report["sliced_wasserstein"][AGGREGATE],
-        "diversity": abs(1.0 - report["diversity"]["ratio"]),
-    }
-    if isinstance(pde, Darcy):
-        report["phases"] = darcy_phases(pde, samples, reference)
-        terms["phase"] = report["phases"]["share_error"] + report["phases"]["sample_off_phase"]
+    inputs = FidelityInputs(samples, reference, pde, n_projections, seed, max_pairs, batch_size)
+    report: dict = {}
+    terms: dict[str, float] = {}
+    for term in FIDELITY_TERMS.values():
+        if term.applies(pde):
+            report[term.section] = section = term.measure(inputs)
+            terms[term.name] = float(term.score(section))
     if train is not None:
         report["memorization"] = nearest_neighbour_distance(samples, train, batch_size, seed=seed, pde=pde)
     report["score_terms"] = terms
@@ -160,4 +235,14 @@ def fidelity_report(
     return report
 
 
-__all__ = ["CHANNEL_TERMS", "channel_terms", "fidelity_report", "relative_to_floor", "residual_summary"]
+__all__ = [
+    "CHANNEL_TERMS",
+    "FIDELITY_TERMS",
+    "FidelityInputs",
+    "FidelityTerm",
+    "channel_terms",
+    "fidelity_report",
+    "register_fidelity_term",
+    "relative_to_floor",
+    "residual_summary",
+]
