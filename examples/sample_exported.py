@@ -54,10 +54,12 @@ def denoise(unet, meta, cond, x, sigma):
 
 
 def noise_levels(meta, n):
+    sigma_max = meta.get("sigma_max", 80.0)  # where the chain starts (EDM: 80)
     if meta["kind"] == "edm":  # Karras et al. 2022, eq. 5, then 0
         i = torch.arange(n, dtype=torch.float64) / max(n - 1, 1)
-        return [*((80 ** (1 / 7) + i * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7).tolist(), 0.0]
-    t = torch.linspace(80 / 81, 0, n + 1, dtype=torch.float64)  # uniform flow time
+        top = sigma_max ** (1 / 7)
+        return [*((top + i * (0.002 ** (1 / 7) - top)) ** 7).tolist(), 0.0]
+    t = torch.linspace(sigma_max / (1 + sigma_max), 0, n + 1, dtype=torch.float64)  # uniform flow time
     return (t / (1 - t)).tolist()
 
 

@@ -279,3 +279,33 @@ def test_resume_refuses_changed_settings_unless_allowed_and_then_records_both(po
     assert record["step"] == 6 and record["config"]["lr"] == 2e-3
     assert record["config_changes"] == [change]  # the record keeps both
     pretrain(more, resume=True, progress=False)  # the run's settings are now the new ones
+
+
+def test_a_model_trained_to_a_wider_noise_range_starts_its_chains_there(poisson_file, tmp_path):
+    """sigma_max is the top of the log-uniform training draws, is recorded with the model, and is
+    where `pirf sample`'s chain (sigma_grid's default) and a fine-tune's start; older records: 80."""
+    from pirf.finetune import FinetuneConfig, finetune
+    from pirf.finetune.config import EvalConfig, SamplerConfig
+    from pirf.models.factory import describe, from_description
+    from pirf.models.loading import load_model
+    from pirf.sampling.draw import sigma_grid
+
+    cfg = _config(poisson_file, tmp_path / "wide", sigma_max=300.0, sigma_log_uniform=1.0, steps=2)
+    assert cfg.noise_levels.sigma_max == 300.0
+    pretrain(cfg, progress=False)
+    model = load_model(tmp_path / "wide").module
+    assert model.sigma_max == 300.0 and float(sigma_grid(model, 5)[0]) == 300.0
+    assert float(sigma_grid(model, 5, sigma_max=80.0)[0]) == 80.0  # an explicit setting wins
+    old_record = {k: v for k, v in describe(model).items() if k != "sigma_max"}
+    assert from_description(old_record).sigma_max == 80.0
+    ft = FinetuneConfig(
+        base=str(tmp_path / "wide"),
+        out=str(tmp_path / "ft"),
+        iterations=1,
+        batch_size=2,
+        sampler=SamplerConfig(steps=3),
+        eval=EvalConfig(every=1, n=2, n_reference=4),
+    )
+    finetune(ft, progress=False)
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["sampler"]["sigma_max"] == 300.0
+    finetune(ft, resume=True, progress=False)  # the resolved value is no change of settings

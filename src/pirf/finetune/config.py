@@ -52,7 +52,7 @@ class SamplerConfig:
     steps: int = 20
     steps_choices: tuple[int, ...] = ()
     sigma_min: float = 0.002
-    sigma_max: float = 80.0
+    sigma_max: float | None = None  # None: the base model's own (80 unless it was trained wider)
     rho: float = 7.0
 
 

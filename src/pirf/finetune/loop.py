@@ -23,6 +23,7 @@ the best admissible candidate is written to ``model.safetensors``, with the reas
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -104,6 +105,9 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
         )
     check_method_name(cfg.method)
     ctx = build_context(cfg, accelerator)
+    if cfg.sampler.sigma_max is None:  # resolved before the run folder records the config
+        sampler = dataclasses.replace(cfg.sampler, sigma_max=ctx.model.sigma_max)
+        cfg = dataclasses.replace(cfg, sampler=sampler)
     description = describe(ctx.model)
     method = make_method(cfg, description["kind"], float(description["sigma_data"]))
     if cfg.batch_size % (world * method.group_size):

@@ -101,9 +101,17 @@ def _call_backbone(backbone: nn.Module, x_in: Tensor, c: Tensor) -> Tensor:
     return out
 
 
+SIGMA_MAX = 80.0
+"""EDM's largest noise level (Karras et al. 2022): the default start of every chain. A model
+trained for a wider range carries its own (`_FieldModel.sigma_max`, docs/models.md)."""
+
+
 class _FieldModel(nn.Module):
     """A network on ``[B, C, H, W]`` fields around a backbone (F for EDM, v for a flow), with the
-    data's ``sigma_data``; ``channels`` and ``resolution`` default to the backbone's attributes."""
+    data's ``sigma_data``; ``channels`` and ``resolution`` default to the backbone's attributes.
+    ``sigma_max``: the largest noise level the model was trained for, where its chains start
+    unless told otherwise (EDM: 80; a field whose largest Fourier mode has a variance near 80^2
+    needs more, since the chain must start where noise swamps every mode)."""
 
     def __init__(
         self,
@@ -112,12 +120,14 @@ class _FieldModel(nn.Module):
         *,
         channels: int | None = None,
         resolution: int | None = None,
+        sigma_max: float = SIGMA_MAX,
     ) -> None:
         super().__init__()
         if not sigma_data > 0:
             raise ConfigError(f"sigma_data must be positive, got {sigma_data}", "use 0.5 for normalized data")
         self.backbone = backbone
         self.sigma_data = float(sigma_data)
+        self.sigma_max = float(sigma_max)  # the largest noise level trained, where sampling starts
         self.channels = _model_attribute(backbone, "channels", channels)
         self.resolution = _model_attribute(backbone, "resolution", resolution)
 

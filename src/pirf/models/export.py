@@ -52,6 +52,7 @@ def export_description(model: Denoiser | FlowDenoiser, record: dict[str, Any]) -
         "version": EXPORT_VERSION,
         "kind": kind,
         "sigma_data": model.sigma_data,
+        "sigma_max": model.sigma_max,
         "pde": record["pde"],
         "pde_params": record.get("pde_params", {}),
         "fields": record.get("fields", []),
@@ -73,26 +74,30 @@ def export_description(model: Denoiser | FlowDenoiser, record: dict[str, Any]) -
             "unet(torch.cat([x_in, conditioning fields expanded to the batch], dim=1), timestep) "
             "with x_in and timestep as below; without conditioning fields, unet(x_in, timestep)"
         ),
-        "sampler": _sampler_note(kind),
+        "sampler": _sampler_note(kind, model.sigma_max),
         "source": {k: record.get(k) for k in ("stage", "step", "train_seconds") if k in record},
     }
     return description
 
 
-def _sampler_note(kind: str) -> dict[str, Any]:
+def _sampler_note(kind: str, sigma_max: float) -> dict[str, Any]:
+    top = f"{sigma_max:g}"
     if kind == "edm":
         denoiser = (
             "D(x, sigma) = c_skip x + c_out unet(c_in x, c_noise): c_skip = sd^2 / (sigma^2 + sd^2), "
             "c_out = sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2), "
             "c_noise = ln(sigma) / 4 (a float tensor, one per sample), sd = sigma_data"
         )
-        grid = "Karras: sigma_i = (80^(1/7) + i/(N-1) (0.002^(1/7) - 80^(1/7)))^7, i < N; sigma_N = 0"
+        grid = f"Karras: sigma_i = ({top}^(1/7) + i/(N-1) (0.002^(1/7) - {top}^(1/7)))^7, i < N; sigma_N = 0"
     else:
         denoiser = (
             "D(x, sigma) = x_t - t unet(x_t, t): t = sigma / (1 + sigma), x_t = x / (1 + sigma) "
             "(t a float tensor, one per sample)"
         )
-        grid = "uniform in flow time: t_i = (80/81) (1 - i/N), sigma_i = t_i / (1 - t_i), i = 0..N"
+        grid = (
+            f"uniform in flow time: t_i = t_max (1 - i/N), t_max = {top}/(1 + {top}), "
+            "sigma_i = t_i / (1 - t_i)"
+        )
     return {
         "denoiser": denoiser,
         "grid": grid,

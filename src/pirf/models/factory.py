@@ -13,7 +13,7 @@ import torch
 from pirf.errors import ConfigError, DataFileError
 from pirf.models.backbone import UNetBackbone, UNetConfig
 from pirf.models.checkpoint import load_checkpoint, load_into
-from pirf.models.denoiser import Denoiser, FlowDenoiser
+from pirf.models.denoiser import SIGMA_MAX, Denoiser, FlowDenoiser
 from pirf.pdes import ConditioningField
 
 ModelKind = Literal["edm", "flow"]
@@ -25,6 +25,7 @@ def build_denoiser(
     unet: UNetConfig,
     sigma_data: float,
     conditioning: Sequence[ConditioningField] = (),
+    sigma_max: float = SIGMA_MAX,
 ) -> Denoiser | FlowDenoiser:
     """An EDM denoiser (``"edm"``) or a rectified-flow model behind the same call (``"flow"``).
 
@@ -40,7 +41,7 @@ def build_denoiser(
     backbone.condition_names = tuple(f.name for f in conditioning)
     backbone.condition_formulas = tuple(f.formula for f in conditioning)
     wrapper = Denoiser if kind == "edm" else FlowDenoiser
-    return wrapper(backbone, sigma_data)
+    return wrapper(backbone, sigma_data, sigma_max=sigma_max)
 
 
 def describe(model: Denoiser | FlowDenoiser) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def describe(model: Denoiser | FlowDenoiser) -> dict[str, Any]:
     kind = "edm" if isinstance(model, Denoiser) else "flow"
     backbone = model.backbone
     unet = dataclasses.asdict(backbone.config)
-    described = {"kind": kind, "sigma_data": model.sigma_data, "unet": unet}
+    described = {"kind": kind, "sigma_data": model.sigma_data, "sigma_max": model.sigma_max, "unet": unet}
     names = backbone.condition_names
     if names:
         formulas = backbone.condition_formulas
@@ -93,7 +94,8 @@ def from_description(record: dict[str, Any]) -> Denoiser | FlowDenoiser:
     try:
         unet = UNetConfig.from_dict(record["unet"])
         placeholders = _conditioning_placeholders(record, unet.resolution)
-        return build_denoiser(record["kind"], unet, float(record["sigma_data"]), placeholders)
+        sigma_max = float(record.get("sigma_max", SIGMA_MAX))  # records before it: EDM's 80
+        return build_denoiser(record["kind"], unet, float(record["sigma_data"]), placeholders, sigma_max)
     except (KeyError, TypeError, ValueError) as err:  # ConfigError (a ValueError) names its own fix
         if isinstance(err, ConfigError):
             raise

@@ -22,7 +22,7 @@ from rich.progress import track
 
 from pirf.errors import ConfigError, UnknownNameError
 from pirf.memory import trim_heap
-from pirf.models.denoiser import FlowDenoiser
+from pirf.models.denoiser import SIGMA_MAX, FlowDenoiser
 from pirf.normalization import Normalization
 from pirf.pdes.base import check_seed
 from pirf.sampling.chain import SampleOutput, per_sample_noise
@@ -87,16 +87,19 @@ def sigma_grid(
     sampler: str = "heun",
     *,
     sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
+    sigma_max: float | None = None,
     rho: float = 7.0,
 ) -> torch.Tensor:
     """The noise levels of an n-step chain, the one grid rule of every draw and every fine-tune.
 
+    ``sigma_max`` None: the model's own (`_FieldModel.sigma_max`; 80 for a kind given by name).
     EDM models: the Karras grid (EDM eq. 5; ``sigma_min``, ``sigma_max``, ``rho``). Flow models
     (a `FlowDenoiser` or the kind ``"flow"``) and the Flow-GRPO SDE: the uniform flow-time grid
     from t_max = sigma_max / (1 + sigma_max) down to 0 (`flow_sigmas`).
     """
     flow = model == "flow" if isinstance(model, str) else isinstance(model, FlowDenoiser)
+    if sigma_max is None:
+        sigma_max = SIGMA_MAX if isinstance(model, str) else float(getattr(model, "sigma_max", SIGMA_MAX))
     if flow or sampler == "flow_sde":
         return flow_sigmas(steps, t_max=sigma_max / (1 + sigma_max))
     return karras_sigmas(steps, sigma_min, sigma_max, rho)

@@ -35,7 +35,8 @@ def finetune_testbed(
     reference = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     s = cfg.sampler
-    sigmas = karras_sigmas(s.steps, s.sigma_min, s.sigma_max, s.rho).to(dtype)
+    sigma_max = s.sigma_max if s.sigma_max is not None else float(getattr(model, "sigma_max", 80.0))
+    sigmas = karras_sigmas(s.steps, s.sigma_min, sigma_max, s.rho).to(dtype)
     history = []
     for iteration in range(cfg.iterations):
         rollout = seeded_rollout(

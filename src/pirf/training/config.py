@@ -82,6 +82,7 @@ class PretrainConfig:
         "p_mean": FINITE,
         "p_std": POSITIVE,
         "sigma_log_uniform": FRACTION,
+        "sigma_max": POSITIVE,
         "physics_weight": NON_NEGATIVE,
         "seed": NON_NEGATIVE_COUNT,
         "log_every": COUNT,
@@ -105,6 +106,7 @@ class PretrainConfig:
     p_mean: float = -1.2
     p_std: float = 1.2
     sigma_log_uniform: float = 0.0  # fraction of EDM draws log-uniform over the sampler's sigma range
+    sigma_max: float = 80.0  # the model's largest noise level: the log-uniform draws' top, where chains start
     flow_time_sampling: Literal["uniform", "logit-normal"] = "uniform"
     init: str = ""  # a model to continue from (its EMA weights); its architecture replaces `model`
     init_kind: Literal["", "edm", "flow"] = ""  # "": the init's kind; else train its network as this kind
@@ -120,7 +122,7 @@ class PretrainConfig:
         """The EDM training distribution of sigma (`pirf.models.denoiser.NoiseLevels`)."""
         from pirf.models.denoiser import NoiseLevels  # torch: not at import (a torch-free CLI)
 
-        return NoiseLevels(self.p_mean, self.p_std, self.sigma_log_uniform)
+        return NoiseLevels(self.p_mean, self.p_std, self.sigma_log_uniform, sigma_max=self.sigma_max)
 
 
 __all__ = ["DataConfig", "ModelConfig", "PretrainConfig"]

@@ -137,7 +137,7 @@ def _initial_model(cfg: PretrainConfig, dataset: FieldDataset) -> torch.nn.Modul
         unet = _unet_config(cfg.model, len(dataset.pde.fields), info.resolution, dataset.pde.boundary)
         torch.manual_seed(cfg.seed)
         conditioning = dataset.pde.conditioning(info.resolution) if cfg.model.conditioning else ()
-        return build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data, conditioning)
+        return build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data, conditioning, cfg.sigma_max)
     from pirf.models.loading import load_model  # a benchmark name, a run folder or a file
 
     model, record, _ = load_model(cfg.init)  # its record checked against its weights
@@ -151,6 +151,7 @@ def _initial_model(cfg: PretrainConfig, dataset: FieldDataset) -> torch.nn.Modul
         )
     if cfg.init_kind and cfg.init_kind != _kind(model):
         model = _as_kind(model, cfg.init_kind)
+    model.sigma_max = cfg.sigma_max  # this run's noise range is the model's from now on
     return model.train()
 
 
