@@ -502,3 +502,22 @@ def test_a_run_into_its_own_data_file_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="is the training data file"):
         pretrain(PretrainConfig(data=DataConfig(path=str(path)), out=str(path), steps=1), progress=False)
     assert data.read_info(path).n == 4  # untouched
+
+
+def test_the_config_reference_page_is_the_generated_one():
+    """docs/config.md lists every key of every verb's config; regenerate it with
+    `python -m pirf.config.reference > docs/config.md` when a config changes."""
+    from pathlib import Path
+
+    from pirf.config.reference import reference
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    text = reference()
+    assert page.read_text() == text
+    for key in (
+        "`sigma_log_uniform`",
+        "`sampler.steps_choices`",
+        "`truncation.sigma`",
+        "`regularization.alphas`",
+    ):
+        assert key in text
