@@ -57,6 +57,17 @@ def _conditioning_line(record: dict) -> str:
     return f"- Conditioning fields (fed beside the noisy fields, never generated): {names}"
 
 
+def _retrain_line(name: str, cfg: dict) -> str:
+    """How to retrain: one command, or two where the config continues an earlier stage's run
+    (``init: runs/pretrain/STAGE``; the noise-range and flow configs do)."""
+    config = f"config `src/pirf/configs/pretrain/{name}.yaml`; the data set is generated first if missing"
+    init = str(cfg.get("init") or "")
+    if init.startswith("runs/pretrain/"):
+        stage = init.removeprefix("runs/pretrain/")
+        return f"- Retrain: `pirf pretrain {stage}`, then `pirf pretrain {name}` ({config})"
+    return f"- Retrain: `pirf pretrain {name}` ({config})"
+
+
 def card(name: str, report: dict, record: dict, targets: dict) -> str:
     cfg = yaml.safe_load(resolve_config("pretrain", name).read_text())
     headers, rows = summary_rows(report)
@@ -73,8 +84,7 @@ def card(name: str, report: dict, record: dict, targets: dict) -> str:
             f"bottleneck) for {pde} at {record['resolution']}x{record['resolution']}, trained by pirf on "
             f"data it solved itself. {WEIGHTS[record.get('shipped_weights', 'ema')]}, {size:.1f} MB.",
             "",
-            f"- Retrain: `pirf pretrain {name}` (config `src/pirf/configs/pretrain/{name}.yaml`; "
-            f"the data set is generated first if missing)",
+            _retrain_line(name, cfg),
             f"- Data: {data['n']} samples, seed {data['seed']}, solver: {data['solver']}",
             f"- PDE parameters: `{json.dumps(record['pde_params'])}`",
             _conditioning_line(record),

@@ -3,13 +3,18 @@
     python benchmarks/denoiser_by_sigma.py poisson runs/pretrain/poisson
 
 For each model (a zoo name, a run folder or a checkpoint) and each sigma of a fixed ladder from
-0.01 to 80, ``--n`` held-out fields x (seed = training seed + 10000, pirf's cached reference) are
-noised once, x + sigma n, and denoised; per channel it reports
+0.01 to 400 (80 is EDM's top: above it only a model trained wider has seen), ``--n`` held-out
+fields x (seed = training seed + 10000, pirf's cached reference) are noised once, x + sigma n,
+and denoised; per channel it reports
 
 - the relative error ||D(x + sigma n, sigma) - x||^2 / ||x||^2 (normalized units; 1 is what
   predicting zero scores, so a value above 1 is worse than no prediction), and
 - the low-wavenumber power ratio: the power of D's output over that of x in the modes
-  |k_x|, |k_y| <= 2, where a smooth field such as Poisson's u holds almost all of its variance.
+  |k_x|, |k_y| <= 2, where a smooth field such as Poisson's u holds almost all of its variance;
+
+and, per channel, the largest variance of one Fourier mode of the held-out fields (orthonormal
+FFT, normalized units): a chain must start at a sigma_max well above its square root, or it starts
+with too little variance in that mode.
 
 This is the diagnostic behind docs/models.md's choice of training noise levels: where the error
 is far above what a better-trained model reaches at the same sigma, the training distribution of
@@ -33,7 +38,7 @@ from pirf.evaluation.reference import held_out_reference
 from pirf.models.loading import load_model
 
 RESULT = Path(__file__).resolve().parent / "results" / "denoiser_by_sigma.json"
-SIGMAS = (0.01, 0.05, 0.2, 1.0, 3.0, 10.0, 30.0, 80.0)
+SIGMAS = (0.01, 0.05, 0.2, 1.0, 3.0, 10.0, 30.0, 80.0, 200.0, 400.0)
 LOW_MODES = 3  # |k| <= 2 in each direction (rfft2 keeps k_y >= 0; k_x < 0 modes are the mirror)
 
 
@@ -63,13 +68,24 @@ def score(spec: str, n: int, seed: int) -> dict[str, Any]:
             {"sigma": sigma, "relative_error": error.tolist(), "low_mode_power_ratio": power.tolist()}
         )
     channels = list(loaded.pde.fields)
-    return {"model": spec, "path": str(loaded.path), "channels": channels, "n": n, "rows": rows}
+    modes = (torch.fft.fft2(x, norm="ortho").abs() ** 2).mean(dim=0).flatten(1).amax(dim=1)
+    return {
+        "model": spec,
+        "path": str(loaded.path),
+        "sigma_max": getattr(model, "sigma_max", 80.0),
+        "channels": channels,
+        "largest_mode_variance": modes.tolist(),
+        "n": n,
+        "rows": rows,
+    }
 
 
 def table(entry: dict[str, Any]) -> str:
     names = entry["channels"]
     head = " | ".join([*(f"rel. error {c}" for c in names), *(f"low-k power {c}" for c in names)])
-    lines = [f"{entry['model']}", f"| sigma | {head} |", "|---" * (1 + 2 * len(names)) + "|"]
+    modes = ", ".join(f"{c} {v:.0f}" for c, v in zip(names, entry["largest_mode_variance"], strict=True))
+    title = f"{entry['model']} (sigma_max {entry['sigma_max']:g}; largest Fourier-mode variance: {modes})"
+    lines = [title, f"| sigma | {head} |", "|---" * (1 + 2 * len(names)) + "|"]
     for row in entry["rows"]:
         values = [*row["relative_error"], *row["low_mode_power_ratio"]]
         lines.append(f"| {row['sigma']:g} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
