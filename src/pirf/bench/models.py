@@ -16,7 +16,7 @@ from pirf.bench.config import ABLATIONS, FAMILY, BenchConfig
 from pirf.config import load_config, read_yaml, resolve_config, to_dict
 from pirf.errors import ConfigError
 from pirf.finetune import finetune
-from pirf.finetune.config import FinetuneConfig, resolve_finetune_config
+from pirf.finetune.config import FinetuneConfig, resolve_finetune_config, with_model_defaults
 from pirf.models.checkpoint import recover_checkpoint
 from pirf.training.config import PretrainConfig
 from pirf.training.pretrain import pretrain
@@ -43,6 +43,8 @@ def _state(run_dir: Path, config: Any) -> str:
     config dataclass) it should hold. A model or checkpoint whose save was killed between its
     two renames is completed first (`recover_checkpoint`), so it is judged by what it holds."""
     if recover_checkpoint(run_dir / "model"):
+        if isinstance(config, FinetuneConfig):  # the run recorded what its base model decided
+            config = with_model_defaults(config)
         wanted = json.loads(json.dumps(to_dict(config)))
         held = (
             json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").exists() else None

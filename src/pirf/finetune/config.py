@@ -5,6 +5,7 @@ Resolution order: dataclass defaults < method preset (`PRESETS`) < YAML file < c
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from collections.abc import Sequence
@@ -251,6 +252,20 @@ class FinetuneConfig:
     checkpoint_every: int = 25
 
 
+def with_model_defaults(cfg: FinetuneConfig) -> FinetuneConfig:
+    """``cfg`` with the settings its base model decides filled in: ``sampler.sigma_max`` None ->
+    the model's own largest noise level (its record's ``model.sigma_max``; EDM's 80 for records
+    before it). The fine-tune records the filled config, and the bench compares with it."""
+    if cfg.sampler.sigma_max is not None:
+        return cfg
+    from pirf.models.checkpoint import read_checkpoint_config  # torch: not at import
+    from pirf.models.loading import resolve_model
+
+    record = read_checkpoint_config(resolve_model(cfg.base))
+    sigma_max = float(record.get("model", {}).get("sigma_max", 80.0))
+    return dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, sigma_max=sigma_max))
+
+
 __all__ = [
     "PRESETS",
     "EvalConfig",
@@ -264,6 +279,7 @@ __all__ = [
     "TruncationMode",
     "check_method_name",
     "resolve_finetune_config",
+    "with_model_defaults",
 ]
 
 

@@ -23,7 +23,6 @@ the best admissible candidate is written to ``model.safetensors``, with the reas
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from pirf.config.limits import check_limits
 from pirf.disk import checkpoint_bytes, require_space, run_space_needed, tensor_bytes
 from pirf.errors import ConfigError
 from pirf.files import append_jsonl, crash_point, truncate_jsonl
-from pirf.finetune.config import FinetuneConfig, check_method_name
+from pirf.finetune.config import FinetuneConfig, check_method_name, with_model_defaults
 from pirf.finetune.context import build_context, fixed_channels, iteration_sigmas, score
 from pirf.finetune.methods import checkpointed
 from pirf.finetune.registry import make_method, refuse_black_box
@@ -104,10 +103,8 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
             f"use a multiple of {world}",
         )
     check_method_name(cfg.method)
+    cfg = with_model_defaults(cfg)  # what the base model decides, before the run folder records it
     ctx = build_context(cfg, accelerator)
-    if cfg.sampler.sigma_max is None:  # resolved before the run folder records the config
-        sampler = dataclasses.replace(cfg.sampler, sigma_max=ctx.model.sigma_max)
-        cfg = dataclasses.replace(cfg, sampler=sampler)
     description = describe(ctx.model)
     method = make_method(cfg, description["kind"], float(description["sigma_data"]))
     if cfg.batch_size % (world * method.group_size):
