@@ -311,3 +311,19 @@ def test_solver_data_has_no_outliers(name, resolution, tmp_path):
     path = tmp_path / f"{name}.h5"
     data.generate_dataset(pde, 24, path, resolution=resolution, progress=False)  # refused if it were flagged
     assert data.check_dataset(path).outliers == ()
+
+
+@pytest.mark.parametrize("option", ["--reference", "--train"])
+def test_an_outlier_in_a_reference_or_training_file_is_refused_by_evaluate(
+    clean_poisson, rough_poisson_model, tmp_path, option, capsys
+):
+    """Found by the fuzzer: one 3e38 in a file given to `pirf evaluate` swamped every statistic."""
+    from pirf import cli
+
+    bad = _corrupt(clean_poisson, tmp_path, lambda x: x.__setitem__((3, 1, 4, 4), 3e38))
+    args = ["evaluate", str(rough_poisson_model), option, str(bad), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*args, "--n", "2", "--steps", "2", "--n-reference", "4"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exc.value.code == 2 and "sample 3 (u:" in err and "the median range" in err
+    assert not (tmp_path / "out").exists()

@@ -16,6 +16,7 @@ from typing import Any
 
 from pirf import pdes
 from pirf.data import DatasetInfo, find_nonfinite, generate_dataset, read_info
+from pirf.data.check import describe_outliers, find_outliers
 from pirf.errors import ConfigError, DataFileError, NonFiniteError, PirfError
 from pirf.locks import output_lock
 from pirf.models.record import record_pde
@@ -84,7 +85,8 @@ def _cached(path: Path, pde: pdes.PDE, resolution: int, seed: int, n: int) -> bo
 
 def check_data_file(path: Path, pde: pdes.PDE, resolution: int, role: str, option: str) -> DatasetInfo:
     """The info of the data file ``path`` (the ``role`` it plays, given with ``option``), after
-    checking it holds ``pde`` with its parameters at ``resolution`` and only finite samples."""
+    checking it holds ``pde`` with its parameters at ``resolution``, only finite samples and no
+    outlier values (`find_outliers`: a huge value would swamp every statistic it feeds)."""
     info = read_info(path)
     if not _matches(info, pde, resolution):
         raise DataFileError(
@@ -98,6 +100,12 @@ def check_data_file(path: Path, pde: pdes.PDE, resolution: int, role: str, optio
         raise NonFiniteError(
             f"the {role} file {path} has {len(bad)} sample(s) with NaN or inf (first: {bad[:5]})",
             f"pass a {option} file of finite samples (`pirf data check` finds the bad ones)",
+        )
+    found = find_outliers(path)
+    if found:
+        raise DataFileError(
+            f"the {role} file {path}: {describe_outliers(found, info.pde.fields)}",
+            f"pass a {option} file without such values (`pirf data check` lists them)",
         )
     return info
 
