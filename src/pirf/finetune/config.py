@@ -259,10 +259,11 @@ def with_model_defaults(cfg: FinetuneConfig) -> FinetuneConfig:
     if cfg.sampler.sigma_max is not None:
         return cfg
     from pirf.models.checkpoint import read_checkpoint_config  # torch: not at import
+    from pirf.models.denoiser import SIGMA_MAX
     from pirf.models.loading import resolve_model
 
     record = read_checkpoint_config(resolve_model(cfg.base))
-    sigma_max = float(record.get("model", {}).get("sigma_max", 80.0))
+    sigma_max = float(record.get("model", {}).get("sigma_max", SIGMA_MAX))
     return dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, sigma_max=sigma_max))
 
 

@@ -226,7 +226,7 @@ class NoiseLevels:
     p_std: float = 1.2
     log_uniform: float = 0.0
     sigma_min: float = 0.002
-    sigma_max: float = 80.0
+    sigma_max: float = SIGMA_MAX
 
     def draw(self, batch: int, generator: torch.Generator | None, dtype, device) -> Tensor:
         """``batch`` noise levels ``[batch, 1, 1, 1]``; both candidates are drawn for every sample,

@@ -11,7 +11,7 @@ from pirf.finetune.config import FinetuneConfig
 from pirf.finetune.registry import make_method, refuse_black_box
 from pirf.finetune.seeds import seeded_rollout
 from pirf.finetune.steps import optimizer_step
-from pirf.models.denoiser import Denoiser, FlowDenoiser
+from pirf.models.denoiser import SIGMA_MAX, Denoiser, FlowDenoiser
 from pirf.normalization import Normalization
 from pirf.rewards import Reward
 from pirf.sampling import karras_sigmas
@@ -35,7 +35,7 @@ def finetune_testbed(
     reference = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     s = cfg.sampler
-    sigma_max = s.sigma_max if s.sigma_max is not None else float(getattr(model, "sigma_max", 80.0))
+    sigma_max = s.sigma_max if s.sigma_max is not None else float(getattr(model, "sigma_max", SIGMA_MAX))
     sigmas = karras_sigmas(s.steps, s.sigma_min, sigma_max, s.rho).to(dtype)
     history = []
     for iteration in range(cfg.iterations):
