@@ -309,3 +309,32 @@ def test_a_model_trained_to_a_wider_noise_range_starts_its_chains_there(poisson_
     finetune(ft, progress=False)
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["sampler"]["sigma_max"] == 300.0
     finetune(ft, resume=True, progress=False)  # the resolved value is no change of settings
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_a_resume_on_another_thread_count_computes_with_the_recorded_one(
+    poisson_file, tmp_path, monkeypatch, follow
+):
+    """A run started on 2 threads and resumed where the load left 1 free still equals the
+    uninterrupted run bit for bit: it takes its recorded count again (pirf.threads). Without
+    that (follow=False, the check that this test can fail) it computes on with 1."""
+    pretrain_module = importlib.import_module("pirf.training.pretrain")
+
+    if not follow:
+        monkeypatch.setattr(pretrain_module, "follow_recorded", lambda recorded: None)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        pretrain(_config(poisson_file, tmp_path / "straight", steps=4, checkpoint_every=2), progress=False)
+        pretrain(_config(poisson_file, tmp_path / "split", steps=2, checkpoint_every=2), progress=False)
+        torch.set_num_threads(1)
+        resumed = _config(poisson_file, tmp_path / "split", steps=4, checkpoint_every=2)
+        pretrain(resumed, resume=True, allow_change=True, progress=False)
+        assert torch.get_num_threads() == (2 if follow else 1)
+    finally:
+        torch.set_num_threads(before)
+    a, _ = load_checkpoint(tmp_path / "straight" / "checkpoints" / "latest")
+    b, record = load_checkpoint(tmp_path / "split" / "checkpoints" / "latest")
+    assert record["threads"] == (2 if follow else 1)
+    if follow:
+        assert all(torch.equal(a[key], b[key]) for key in a)

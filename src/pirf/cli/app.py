@@ -93,12 +93,30 @@ def _global_options(
             "--plugin", metavar="MODULE", help="import a module or .py file first (registers your own PDEs)"
         ),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="CPU threads to compute with (default: chosen by the machine's load; "
+            "also PIRF_THREADS or OMP_NUM_THREADS)",
+        ),
+    ] = None,
 ) -> None:
+    from pirf.threads import request_threads
+
+    request_threads(threads)
     for spec in plugin or []:
         load_plugin(spec)
 
 
 err_console = Console(stderr=True)
+
+
+def use_cpu_threads() -> None:
+    """Set the thread count a computing command uses (`pirf.threads`) and say it on stderr."""
+    from pirf.threads import use_threads
+
+    err_console.print(f"[dim]{escape(use_threads().describe())}[/dim]", highlight=False)
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:

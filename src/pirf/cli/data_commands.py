@@ -18,6 +18,7 @@ from pirf.cli.app import (
     data_app,
     err_console,
     parse_params,
+    use_cpu_threads,
 )
 
 
@@ -63,6 +64,7 @@ def data_generate(
     instance = pdes.get(pde, **parse_params(param))
     res = instance.default_resolution if resolution is None else resolution
     out = out or Path(f"{pde}_r{res}_n{n}_s{seed}.h5")
+    use_cpu_threads()
     t0 = time.perf_counter()
     info = pirf_data.generate_dataset(
         instance, n, out, resolution=res, seed=seed, chunk=chunk, overwrite=overwrite

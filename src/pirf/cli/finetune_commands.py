@@ -15,6 +15,7 @@ from pirf.cli.app import (
     app,
     console,
     overrides_of,
+    use_cpu_threads,
 )
 from pirf.finetune.presets import PRESETS
 
@@ -64,6 +65,7 @@ def finetune_command(
     if show:
         console.print(dump_yaml(cfg), highlight=False, markup=False)
         return
+    use_cpu_threads()
     result = finetune(cfg, resume=resume, allow_change=allow_change)
     chosen, base_score = result.selected["chosen"], result.selected["base"]
     console.print(
@@ -108,6 +110,7 @@ def demo_command(
         cfg = resolve_finetune_config(benchmark, "pirf", None, [f"out={out / 'finetune'}", *given])
         console.print(dump_yaml(cfg), highlight=False, markup=False)
         return
+    use_cpu_threads()
     try:
         report = run_demo(
             benchmark, out, overrides=given, n=n, steps=steps, overwrite=overwrite, resume=resume
@@ -195,6 +198,7 @@ def bench_command(
     if show:
         console.print(dump_yaml(cfg), highlight=False, markup=False)
         return
+    use_cpu_threads()
     run_bench(cfg, resume=resume, console=console)
     cells = with_ratios(read_cells(Path(cfg.out)))
     console.print(headline(cells), highlight=False, markup=False)

@@ -22,6 +22,7 @@ from pirf.cli.app import (
     console,
     err_console,
     overrides_of,
+    use_cpu_threads,
 )
 
 
@@ -72,6 +73,7 @@ def pretrain_command(
     if show:
         console.print(dump_yaml(cfg), highlight=False, markup=False)
         return
+    use_cpu_threads()
     result = pretrain(cfg, resume=resume, allow_change=allow_change)
     console.print(
         f"trained {result.steps} steps in {result.seconds:.0f} s, final loss {result.final_loss:.4f}; "
@@ -134,6 +136,7 @@ def sample_command(
     settings = GuidanceSettings(
         kind=guidance, mode=guidance_mode, alpha=alpha, candidates=candidates, zeta=zeta, eta=eta
     )
+    use_cpu_threads()
     path, drawn, record = sample(
         spec,
         out,
@@ -193,6 +196,7 @@ def evaluate_command(
     from pirf.evaluation.markdown import summary_rows
     from pirf.evaluation.runner import evaluate
 
+    use_cpu_threads()
     report = evaluate(
         spec,
         n=n,

@@ -17,6 +17,7 @@ from pirf.cli.app import (
     SpecArgument,
     app,
     console,
+    use_cpu_threads,
 )
 
 
@@ -64,6 +65,7 @@ def reconstruct_command(
     a), residual against the data floor, network and gradient calls. See docs/inverse.md."""
     from pirf.reconstruct import reconstruct
 
+    use_cpu_threads()
     result = reconstruct(
         spec,
         data,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +133,9 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
     latest, best_path = run_dir / "checkpoints" / "latest", run_dir / "checkpoints" / "best"
     state = RunState()
     if resume and checkpoint_paths(latest)[1].exists():  # without one, the run started over
-        restore(latest, ctx.model, ema, optimizer, state)
+        note = restore(latest, ctx.model, ema, optimizer, state)
+        if note and progress and accelerator.is_main_process:
+            print(note, file=sys.stderr)
         if accelerator.is_main_process:  # drop what the run logged after its checkpoint: it is redone
             truncate_jsonl(run_dir / "metrics.jsonl", "iteration", state.iteration)
             truncate_jsonl(run_dir / "evals.jsonl", "iteration", state.iteration)

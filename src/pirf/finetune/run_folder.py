@@ -22,6 +22,7 @@ from pirf.finetune.config import FinetuneConfig
 from pirf.finetune.context import Context
 from pirf.models.checkpoint import load_checkpoint, read_checkpoint_config, recover_checkpoint
 from pirf.models.factory import describe
+from pirf.threads import current_threads, follow_recorded
 from pirf.training.ema import EMA
 from pirf.training.faults import BadSteps
 from pirf.training.state import load_optimizer, unprefixed
@@ -86,18 +87,23 @@ def run_record(cfg: FinetuneConfig, ctx: Context, iteration: int) -> dict[str, A
         "config": to_dict(cfg),
         **({"config_changes": changes} if (changes := config_changes(cfg.out)) else {}),
         "iteration": iteration,
+        "threads": current_threads(),  # a resume takes it again (pirf.threads)
     }
 
 
 def restore(
     latest: Path, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer, state: RunState
-) -> None:
-    """Load the run's ``latest`` checkpoint into the model, the EMA, the optimizer and ``state``."""
+) -> str | None:
+    """Load the run's ``latest`` checkpoint into the model, the EMA, the optimizer and ``state``,
+    and compute with the run's recorded thread count (`pirf.threads.follow_recorded`; its note
+    for the user is returned)."""
     tensors, record = load_checkpoint(latest, expect={"stage": "finetune"})
+    note = follow_recorded(record.get("threads"))
     model.load_state_dict(unprefixed("model", tensors))
     ema.load_state_dict(unprefixed("ema", tensors))
     load_optimizer(optimizer, tensors, record["optimizer"])
     state.load(record["state"])
+    return note
 
 
 __all__ = ["RunState", "prepare_run_dir", "restore", "run_record"]

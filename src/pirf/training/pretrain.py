@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from pirf.models.factory import build_denoiser, describe, from_description
 from pirf.pdes.base import check_seed
 from pirf.pdes.plugins import plugin_of
 from pirf.rewards import ResidualReward
+from pirf.threads import current_threads, follow_recorded
 from pirf.training.config import DataConfig, ModelConfig, PretrainConfig
 from pirf.training.ema import EMA, ema_beta
 from pirf.training.engine import make_accelerator
@@ -213,6 +215,7 @@ def _record(cfg: PretrainConfig, dataset: FieldDataset, model, step: int, second
         **({"config_changes": changes} if (changes := config_changes(cfg.out)) else {}),
         "step": step,
         "train_seconds": seconds,
+        "threads": current_threads(),  # a resume takes it again (pirf.threads)
     }
 
 
@@ -307,6 +310,8 @@ def _pretrain(cfg: PretrainConfig, *, resume: bool, progress: bool, allow_change
         start, seconds = int(record["step"]), float(record["train_seconds"])
         pending = [torch.tensor(v, dtype=torch.float32) for v in record.get("pending_losses", [])]
         bad = BadSteps(int(record.get("bad_steps", 0)))
+        if (note := follow_recorded(record.get("threads"))) and progress and accelerator.is_main_process:
+            print(note, file=sys.stderr)
         if accelerator.is_main_process:  # drop what the run logged after its checkpoint: it is redone
             truncate_jsonl(run_dir / "metrics.jsonl", "step", start)
     if cfg.compile and cfg.steps - start >= COMPILE_MIN_STEPS:
