@@ -150,6 +150,8 @@ def _run_demo(
         shutil.rmtree(out / "finetune")
     result = finetune(cfg, resume=resuming, progress=progress)
     kw: dict[str, Any] = {"n": n, "steps": [steps], "seed": 0, "progress": progress}
+    if progress:
+        print(f"comparing base and fine-tuned: {n} samples each at {steps} Heun steps", flush=True)
     base = run_evaluation(cfg.base, **kw)
     tuned = run_evaluation(result.run_dir / "model.safetensors", **kw)
     report = {

@@ -42,8 +42,9 @@ class ThreadChoice:
         return self.source in ("option", "env", "omp")
 
     def describe(self) -> str:
-        """One line for the user: ``threads: 1 (load 1.9 from other jobs on 2 cores; ...)``."""
-        hint = "" if self.explicit else "; pirf --threads N to choose"
+        """One line for the user: ``threads: 1 (load 1.9 from other jobs on 2 cores; ...)``
+        (the 1-minute load average)."""
+        hint = "" if self.explicit else "; --threads N to choose"
         return f"threads: {self.threads} ({self.detail}{hint})"
 
 
@@ -111,8 +112,8 @@ def choose_threads(
     load = load_average() if load is None else load
     free = max(1, min(torch_default, int(cores - load + 0.5)))
     if free == torch_default:
-        return ThreadChoice(free, "load", f"{cores} cores, load average {load:.1f}")
-    return ThreadChoice(free, "load", f"load average {load:.1f} from other jobs on {cores} cores")
+        return ThreadChoice(free, "load", f"{cores} cores, load {load:.1f}")
+    return ThreadChoice(free, "load", f"load {load:.1f} from other jobs on {cores} cores")
 
 
 def use_threads() -> ThreadChoice:

@@ -116,7 +116,7 @@ def use_cpu_threads() -> None:
     """Set the thread count a computing command uses (`pirf.threads`) and say it on stderr."""
     from pirf.threads import use_threads
 
-    err_console.print(f"[dim]{escape(use_threads().describe())}[/dim]", highlight=False)
+    err_console.print(f"[dim]{escape(use_threads().describe())}[/dim]", highlight=False, soft_wrap=True)
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:

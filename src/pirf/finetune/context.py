@@ -54,8 +54,11 @@ def select_trainable(model: nn.Module, example: Tensor, layers: str) -> list[tup
     return chosen
 
 
-def build_context(cfg: FinetuneConfig, accelerator: Accelerator | None = None) -> Context:
-    """Load the base model, freeze what is not trained, and get the held-out reference set."""
+def build_context(
+    cfg: FinetuneConfig, accelerator: Accelerator | None = None, progress: bool = False
+) -> Context:
+    """Load the base model, freeze what is not trained, and get the held-out reference set (its
+    solve shown with a progress bar when ``progress``)."""
     model, record, _ = load_model(cfg.base)
     pde = record_pde(record)
     normalization = Normalization.from_dict(record["normalization"])
@@ -65,7 +68,7 @@ def build_context(cfg: FinetuneConfig, accelerator: Accelerator | None = None) -
     base = {name: p.detach().clone() for name, p in trained}
     first = accelerator.main_process_first() if accelerator is not None else contextlib.nullcontext()
     with first:  # the main process solves (and caches) the held-out set, the others then read it
-        ref_path, _ = reference_for(record, cfg.eval.reference, cfg.eval.n_reference, progress=False)
+        ref_path, _ = reference_for(record, cfg.eval.reference, cfg.eval.n_reference, progress=progress)
     reference = read_fields(ref_path)
     sigmas = chain_sigmas(model, cfg.sampler, cfg.sampler.steps)
     return Context(model, record, pde, normalization, trained, base, reference, sigmas)
@@ -85,7 +88,9 @@ def iteration_sigmas(ctx: Context, cfg: FinetuneConfig, iteration: int) -> Tenso
     return ctx.sigmas if steps == cfg.sampler.steps else chain_sigmas(ctx.model, cfg.sampler, steps)
 
 
-def sample_eval_set(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> np.ndarray:
+def sample_eval_set(
+    ctx: Context, model: nn.Module, cfg: FinetuneConfig, progress: bool = False
+) -> np.ndarray:
     """Physical samples of ``model`` from the fixed held-out eval seeds: the one seeded draw of
     `pirf sample` and `pirf evaluate` (`generate_samples`, sample i from (eval.seed, i)) on the
     fine-tune's own grid, so the in-loop numbers are those `pirf evaluate` reports."""
@@ -98,18 +103,18 @@ def sample_eval_set(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> np.n
         cfg.eval.seed,
         batch_size=32,
         device=next(model.parameters()).device,
-        progress=False,
+        progress=progress,
         sigmas=ctx.sigmas,
     )
     model.train(was_training)
     return drawn.fields
 
 
-def score(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> dict[str, Any]:
+def score(ctx: Context, model: nn.Module, cfg: FinetuneConfig, progress: bool = False) -> dict[str, Any]:
     """Held-out residual (median MSE, per region; projected as the reward sees the samples),
     fidelity score, its terms and every term per channel (`fidelity_report`, lower is better) of
-    ``model``'s eval samples."""
-    samples = sample_eval_set(ctx, model, cfg)
+    ``model``'s eval samples (their draw shown with a progress bar when ``progress``)."""
+    samples = sample_eval_set(ctx, model, cfg, progress)
     floor = ctx.record.get("data", {}).get("floor") or {}
     result = score_samples(ctx.pde, samples, ctx.reference, floor)
     if result["nonfinite"] or result["fidelity"] is None:
@@ -131,11 +136,13 @@ def score(ctx: Context, model: nn.Module, cfg: FinetuneConfig) -> dict[str, Any]
     }
 
 
-def score_state(ctx: Context, weights: dict[str, Tensor], cfg: FinetuneConfig) -> dict[str, Any]:
+def score_state(
+    ctx: Context, weights: dict[str, Tensor], cfg: FinetuneConfig, progress: bool = False
+) -> dict[str, Any]:
     """`score` of a state dict (loaded into a copy of the model)."""
     model = copy.deepcopy(ctx.model)
     model.load_state_dict(weights)
-    return score(ctx, model, cfg)
+    return score(ctx, model, cfg, progress)
 
 
 def fixed_channels(reward: Reward, pde: PDE) -> Tensor:

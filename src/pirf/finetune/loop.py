@@ -105,7 +105,10 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
         )
     check_method_name(cfg.method)
     cfg = with_model_defaults(cfg)  # what the base model decides, before the run folder records it
-    ctx = build_context(cfg, accelerator)
+    talk = progress and accelerator.is_main_process  # the main process says what it is doing
+    if talk:
+        print(f"{cfg.method}: loading {cfg.base} and its held-out reference set", flush=True)
+    ctx = build_context(cfg, accelerator, progress=talk)
     description = describe(ctx.model)
     method = make_method(cfg, description["kind"], float(description["sigma_data"]))
     if cfg.batch_size % (world * method.group_size):
@@ -142,7 +145,9 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
     ctx.model.to(accelerator.device)
     ema.model.to(accelerator.device)
     if state.base_score is None:
-        state.base_score = score(ctx, ctx.model, cfg)
+        if talk:
+            print(f"scoring the base model on {cfg.eval.n} held-out seeds", flush=True)
+        state.base_score = score(ctx, ctx.model, cfg, progress=talk)
         if accelerator.is_main_process:
             append_jsonl(run_dir / "evals.jsonl", {"iteration": 0, "weights": "base", **state.base_score})
     denoiser = checkpointed(ctx.model) if cfg.gradient_checkpointing else ctx.model
@@ -226,6 +231,7 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
                 }
                 append_jsonl(run_dir / "metrics.jsonl", line)
             if done % cfg.eval.every == 0 or done == cfg.iterations:
+                bar.note(f"scoring the EMA weights on {cfg.eval.n} held-out seeds")
                 evaluate_ema(ctx, ema.model, cfg, state, done, run_dir, best_path, accelerator)
             bar.update(
                 done,

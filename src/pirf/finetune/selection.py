@@ -83,13 +83,16 @@ def select_model(
     if cfg.regularization.early_stopping and state.best is not None:
         anchor, anchor_name = load_checkpoint(best_path)[0], f"best EMA (iteration {state.best['iteration']})"
         candidates.append((anchor_name, 1.0, anchor, {"finite": True, **state.best}))
+    talk = progress and accelerator.is_main_process
+    if talk and cfg.regularization.alphas:
+        print(f"scoring {len(cfg.regularization.alphas)} interpolations toward the base", flush=True)
     for alpha in cfg.regularization.alphas:
         mixed = interpolate(anchor, ctx.base, alpha)
-        candidates.append((anchor_name, alpha, mixed, score_state(ctx, mixed, cfg)))
+        candidates.append((anchor_name, alpha, mixed, score_state(ctx, mixed, cfg, progress=talk)))
     tolerances = GuardTolerances.of(cfg.regularization)
     verdicts = [judge(c[3], state.base_score, tolerances) for c in candidates]
     kept = [c for c, v in zip(candidates, verdicts, strict=True) if v.ok]
-    if progress and accelerator.is_main_process:
+    if talk:
         for (n, a, _, _), v in zip(candidates, verdicts, strict=True):
             if not v.ok:
                 print(f"fidelity guard refused {n} (alpha {a:g}): {'; '.join(v.failures)}", flush=True)

@@ -20,6 +20,11 @@ class _Bar:
         text = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items()) + f"  {rate:.2f} it/s"
         self.progress.update(self.task, completed=completed, metrics=text)
 
+    def note(self, text: str) -> None:
+        """Say what the loop does between updates (an evaluation that holds the bar still)."""
+        if self.progress is not None:
+            self.progress.update(self.task, metrics=text)
+
 
 @contextlib.contextmanager
 def progress_bar(enabled: bool, description: str, total: int, start: int = 0) -> Iterator[_Bar]:
