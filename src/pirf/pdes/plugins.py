@@ -22,10 +22,14 @@ from pirf.pdes.registry import get
 
 
 def load_plugin(spec: str) -> None:
-    """Import a user's module (dotted name or ``.py`` path) so that its PDEs register."""
+    """Import a user's module (dotted name or ``.py`` path) so that its PDEs register; a file
+    already imported from the same path is not run again (its PDEs are registered)."""
     try:
         if spec.endswith(".py"):
             path = Path(spec).resolve()
+            loaded = sys.modules.get(path.stem)
+            if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == path:
+                return
             module_spec = importlib.util.spec_from_file_location(path.stem, path)
             if module_spec is None or module_spec.loader is None or not path.exists():
                 raise FileNotFoundError(spec)
