@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -94,3 +99,17 @@ def test_a_zero_thread_option_exits_2_with_its_fix(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--threads", "0", "pdes"])
     assert exit_info.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/loadavg").exists(), reason="Linux run queue")
+def test_busy_jobs_are_counted_now_not_a_minute_later():
+    """Two CPU-bound jobs started just now count as 2 busy cores at once (the 1-minute load
+    average would take a minute to see them; it only caps the count)."""
+    jobs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.3)
+        assert threads.running_elsewhere() >= 2
+    finally:
+        for job in jobs:
+            job.kill()
+            job.wait()

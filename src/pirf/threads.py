@@ -7,8 +7,11 @@ command runs several times slower than on the cores actually free
 
 1. ``pirf --threads N`` (the global option), then the ``PIRF_THREADS`` environment variable;
 2. ``OMP_NUM_THREADS``, which torch itself reads (the choice is the count torch started with);
-3. by load: the cores this process may run on, less the 1-minute load average of the jobs
-   already running, rounded and at least 1, at most torch's own default,
+3. by load: the cores this process may run on, less the cores other jobs keep busy, rounded,
+   at least 1 and at most torch's own default. "Busy" is the number of other tasks running now
+   (Linux's run queue, ``/proc/loadavg``, read a few times), capped by the 1-minute load average:
+   the run queue alone counts a job's brief burst, the load average alone still counts for a
+   minute a job that has just ended (a queue of runs would each see its predecessor),
 
 and says what it chose. The thread count changes float results at round-off (a reduction split
 over two threads adds in another order), so a run records its count in its checkpoints and a
@@ -21,6 +24,8 @@ This module imports torch only in the functions that set or read torch's count.
 from __future__ import annotations
 
 import os
+import statistics
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -43,7 +48,7 @@ class ThreadChoice:
 
     def describe(self) -> str:
         """One line for the user: ``threads: 1 (load 1.9 from other jobs on 2 cores; ...)``
-        (the 1-minute load average)."""
+        (load: the cores other jobs keep busy, `busy_cores`)."""
         hint = "" if self.explicit else "; --threads N to choose"
         return f"threads: {self.threads} ({self.detail}{hint})"
 
@@ -78,6 +83,30 @@ def load_average() -> float:
         return 0.0
 
 
+def running_elsewhere(reads: int = 5, pause: float = 0.02) -> float | None:
+    """The median, over ``reads`` reads ``pause`` s apart, of the tasks running now besides this
+    one (the 4th field of ``/proc/loadavg``, ``running/total``, less 1); None off Linux."""
+    counts = []
+    for i in range(reads):
+        try:
+            with open("/proc/loadavg") as file:
+                running = int(file.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        counts.append(max(0, running - 1))
+        if i + 1 < reads:
+            time.sleep(pause)
+    return float(statistics.median(counts))
+
+
+def busy_cores() -> float:
+    """How many cores other jobs keep busy: the tasks running elsewhere now, at most the 1-minute
+    load average (the load average alone where there is no run queue to read)."""
+    average = load_average()
+    now = running_elsewhere()
+    return average if now is None else min(now, average)
+
+
 def _env_count(environ: Mapping[str, str], name: str) -> int | None:
     """A positive thread count from ``environ[name]``; None when unset; a clear error when bad."""
     value = environ.get(name, "").strip()
@@ -100,7 +129,8 @@ def choose_threads(
 ) -> ThreadChoice:
     """The thread count to use: ``requested``, else ``PIRF_THREADS``, else ``OMP_NUM_THREADS``
     (``torch_default`` then already honours it), else ``round(cores - load)`` clipped to
-    [1, torch_default]. ``cores`` and ``load`` default to this machine's."""
+    [1, torch_default]. ``cores`` and ``load`` (the cores other jobs keep busy, `busy_cores`)
+    default to this machine's."""
     environ = os.environ if environ is None else environ
     if requested is not None:
         return ThreadChoice(requested, "option", "--threads")
@@ -109,7 +139,7 @@ def choose_threads(
     if _env_count(environ, "OMP_NUM_THREADS") is not None:
         return ThreadChoice(torch_default, "omp", f"OMP_NUM_THREADS={environ['OMP_NUM_THREADS']}")
     cores = usable_cores() if cores is None else cores
-    load = load_average() if load is None else load
+    load = busy_cores() if load is None else load
     free = max(1, min(torch_default, int(cores - load + 0.5)))
     if free == torch_default:
         return ThreadChoice(free, "load", f"{cores} cores, load {load:.1f}")
