@@ -15,42 +15,33 @@ import torch
 from torch import nn
 
 from pirf.config import to_dict
-from pirf.config.resume import check_resumed_config, config_changes
-from pirf.errors import DataFileError, OutputExistsError
-from pirf.files import write_json, write_text
+from pirf.config.resume import config_changes
 from pirf.finetune.config import FinetuneConfig
 from pirf.finetune.context import Context
-from pirf.models.checkpoint import load_checkpoint, read_checkpoint_config, recover_checkpoint
+from pirf.models.checkpoint import load_checkpoint
 from pirf.models.factory import describe
 from pirf.threads import current_threads, follow_recorded
 from pirf.training.ema import EMA
 from pirf.training.faults import BadSteps
+from pirf.training.run_folder import open_run_folder
 from pirf.training.state import load_optimizer, unprefixed
 
 
 def prepare_run_dir(cfg: FinetuneConfig, resume: bool, allow_change: bool = False) -> Path:
-    """The run folder, ready to start or resume (main process only). A new run gets
-    ``config.json`` and empty logs. With ``resume``, checkpoint saves killed midway are finished
-    first (`recover_checkpoint`); a run killed before its first checkpoint starts over; settings
-    that differ from the run's own are refused unless ``allow_change`` (`check_resumed_config`)."""
+    """The fine-tuning run's folder, ready to start or resume (main process only;
+    `open_run_folder`): logs ``metrics.jsonl`` and ``evals.jsonl``, checkpoints ``latest`` and
+    ``best``."""
     run_dir = Path(cfg.out)
-    recover_checkpoint(run_dir / "checkpoints" / "best")
-    has_checkpoint = recover_checkpoint(run_dir / "checkpoints" / "latest")
-    if resume and has_checkpoint:
-        iteration = int(read_checkpoint_config(run_dir / "checkpoints" / "latest").get("iteration", 0))
-        check_resumed_config(FinetuneConfig, run_dir, cfg, allow_change=allow_change, at=iteration)
-        return run_dir
-    if has_checkpoint:
-        raise OutputExistsError(
-            f"{run_dir} already holds a fine-tuning run",
-            "pass --resume to continue it, or choose another out",
-        )
-    if resume and not (run_dir / "config.json").exists():
-        raise DataFileError(f"{run_dir} holds no fine-tuning run to resume", "start it without --resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", to_dict(cfg))
-    for name in ("metrics.jsonl", "evals.jsonl"):
-        write_text(run_dir / name, "")
+    open_run_folder(
+        run_dir,
+        cfg,
+        resume=resume,
+        allow_change=allow_change,
+        counter="iteration",
+        logs=("metrics.jsonl", "evals.jsonl"),
+        what="a fine-tuning run",
+        also_recover=("best",),
+    )
     return run_dir
 
 

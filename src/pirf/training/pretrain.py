@@ -29,18 +29,16 @@ from accelerate import Accelerator
 from pirf import pdes
 from pirf.config import to_dict
 from pirf.config.limits import check_limits
-from pirf.config.resume import check_resumed_config, config_changes
+from pirf.config.resume import config_changes
 from pirf.data import FieldDataset, generate_dataset
 from pirf.disk import checkpoint_bytes, require_space, run_space_needed, tensor_bytes
-from pirf.errors import ConfigError, DataFileError, OutputExistsError
-from pirf.files import append_jsonl, crash_point, truncate_jsonl, write_json, write_text
+from pirf.errors import ConfigError
+from pirf.files import append_jsonl, crash_point, truncate_jsonl
 from pirf.locks import output_lock
 from pirf.models.backbone import UNetConfig
 from pirf.models.checkpoint import (
     load_checkpoint,
     load_into,
-    read_checkpoint_config,
-    recover_checkpoint,
     save_checkpoint,
 )
 from pirf.models.denoiser import edm_loss, flow_matching_loss
@@ -55,6 +53,7 @@ from pirf.training.engine import make_accelerator
 from pirf.training.faults import BadSteps, agreed, finite_gradients, nonfinite_reason
 from pirf.training.pidm import pidm_loss
 from pirf.training.progress import progress_bar
+from pirf.training.run_folder import open_run_folder
 from pirf.training.state import load_optimizer, optimizer_tensors, prefixed, unprefixed
 
 PERIODIC_AXES = {"dirichlet": None, "periodic": "xy", "periodic-x": "x"}
@@ -219,31 +218,6 @@ def _record(cfg: PretrainConfig, dataset: FieldDataset, model, step: int, second
     }
 
 
-def _prepare_run_dir(
-    cfg: PretrainConfig, resume: bool, allow_change: bool, main: bool = True
-) -> tuple[Path, bool]:
-    """(run folder, whether to load its checkpoint). A new run gets ``config.json`` and an empty
-    log. With ``resume``, a save killed midway is finished first (`recover_checkpoint`); a run
-    killed before its first checkpoint starts over; settings that differ from the run's own are
-    refused unless ``allow_change`` (`check_resumed_config`)."""
-    run_dir = Path(cfg.out)
-    has_checkpoint = recover_checkpoint(run_dir / "checkpoints" / "latest")
-    if resume and has_checkpoint:
-        step = int(read_checkpoint_config(run_dir / "checkpoints" / "latest").get("step", 0))
-        check_resumed_config(PretrainConfig, run_dir, cfg, allow_change=allow_change, at=step, write=main)
-        return run_dir, True
-    if has_checkpoint:
-        raise OutputExistsError(
-            f"{run_dir} already holds a run", "pass --resume to continue it, or choose another --out"
-        )
-    if resume and not (run_dir / "config.json").exists():
-        raise DataFileError(f"{run_dir} holds no run to resume", "start the run without --resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", to_dict(cfg))
-    write_text(run_dir / "metrics.jsonl", "")
-    return run_dir, False
-
-
 def ensure_data(cfg: DataConfig, *, progress: bool = True) -> Path:
     """The training file of ``cfg``, generated first when it is missing and ``cfg.pde`` is set."""
     if not cfg.path:
@@ -299,7 +273,17 @@ def _pretrain(cfg: PretrainConfig, *, resume: bool, progress: bool, allow_change
         need = 2 * checkpoint_bytes(model) + tensor_bytes(ema.state_dict().values()) * 2
         require_space(cfg.out, run_space_needed(cfg.out, need), "pretrain")
     with accelerator.main_process_first():  # the others find the folder ready
-        run_dir, resuming = _prepare_run_dir(cfg, resume, allow_change, accelerator.is_main_process)
+        run_dir = Path(cfg.out)
+        resuming = open_run_folder(
+            run_dir,
+            cfg,
+            resume=resume,
+            allow_change=allow_change,
+            counter="step",
+            logs=("metrics.jsonl",),
+            what="a pretraining run",
+            write=accelerator.is_main_process,
+        )
     start, seconds, pending, bad = 0, 0.0, [], BadSteps()
     latest = run_dir / "checkpoints" / "latest"
     if resuming:
