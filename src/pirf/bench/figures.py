@@ -176,13 +176,19 @@ def write_figures(out: Path, benchmark: str, pde: pdes.PDE) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     steps = min(c["steps"] for c in mine)
     written = []
+    note = "model rows: samples 0.. from the same latents (seed 0); data: held-out solver samples 0.."
     baselines = _blocks(out, benchmark, BASELINES, steps)
     if baselines:
-        written.append(save_figure(plot_samples(pde, baselines), folder / f"samples_{benchmark}.png"))
-        written.append(save_figure(plot_residuals(pde, baselines), folder / f"residuals_{benchmark}.png"))
+        title = f"{benchmark}: the baselines at {steps} steps"
+        figure = plot_samples(pde, baselines, title=title, note=note)
+        written.append(save_figure(figure, folder / f"samples_{benchmark}.png"))
+        figure = plot_residuals(pde, baselines, title=f"{title}: |PDE residual|", note=note)
+        written.append(save_figure(figure, folder / f"residuals_{benchmark}.png"))
     gallery = _blocks(out, benchmark, GALLERY, steps)
     if len(gallery) > 2:
-        written.append(save_figure(plot_samples(pde, gallery), folder / f"hacking_{benchmark}.png"))
+        title = f"{benchmark}: PIRF beside its ablations at {steps} steps (reward hacking)"
+        figure = plot_samples(pde, gallery, title=title, note=note)
+        written.append(save_figure(figure, folder / f"hacking_{benchmark}.png"))
     figures = (
         ("steps", plot_steps(cells, benchmark)),
         ("curves", plot_curves(out, benchmark)),

@@ -31,30 +31,47 @@ N_SHOW = 3
 
 
 def plot_reconstructions(result: Reconstruction, n_show: int = N_SHOW) -> Figure:
-    """Rows: (case, channel); columns: truth, observed pixels, reconstruction, |error|."""
+    """Rows: (case, channel); columns: truth, observed pixels (with their share), reconstruction,
+    |error| (titled with the case's relative L2 error). Truth, observation and reconstruction
+    share the truth's colour range; the error maps of a channel share one linear scale, clipped
+    at the 99th percentile of that channel's errors shown, so that small errors stay visible."""
     pde, shown = result.pde, min(n_show, len(result.truth))
     rows = shown * len(pde.fields)
-    fig = Figure(figsize=(10, 2.3 * rows), layout="constrained")
+    fig = Figure(figsize=(10, 2.3 * rows + 0.5), layout="constrained")
     axes = fig.subplots(rows, 4, squeeze=False)
-    titles = ("truth", "observed", "reconstruction", "|error|")
+    errors = np.abs(result.fields[:shown] - result.truth[:shown])
     for case in range(shown):
         for c, name in enumerate(pde.fields):
             row = case * len(pde.fields) + c
             truth, rec = result.truth[case, c], result.fields[case, c]
             seen = np.where(result.masks[case, c], truth, np.nan)
             low, high = float(truth.min()), float(truth.max())
-            panels = (truth, seen, rec, np.abs(rec - truth))
+            top = max(float(np.percentile(errors[:, c], 99)), 1e-30)
+            relative = float(np.linalg.norm(rec - truth) / max(np.linalg.norm(truth), 1e-30))
+            titles = (
+                "truth",
+                f"observed ({100 * result.masks[case, c].mean():.3g}% of pixels)",
+                "reconstruction",
+                f"|error| (rel. L2 {relative:.3g})",
+            )
+            panels = (truth, seen, rec, errors[case, c])
             for col, image in enumerate(panels):
                 ax = axes[row, col]
-                limits = (
-                    {"vmin": 0.0, "vmax": max(high - low, 1e-30)} if col == 3 else {"vmin": low, "vmax": high}
-                )
+                limits = {"vmin": 0.0, "vmax": top} if col == 3 else {"vmin": low, "vmax": high}
                 im = ax.imshow(image, cmap="magma" if col == 3 else "viridis", **limits)
-                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, extend="max" if col == 3 else "neither")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.set_title(f"case {case}, {name}: {titles[col]}", fontsize=8)
-    fig.suptitle(f"{pde.name}: {result.report['method']['name']}, observe {result.report['observe']}")
+    report = result.report
+    prior = Path(report["model"]["path"])
+    prior_name = prior.parent.name if prior.stem == "model" else prior.name  # a zoo entry or run folder
+    fig.suptitle(
+        f"{pde.name}: {report['method']['name']} reconstruction from {report['observe']}, "
+        f"prior {prior_name}, {report['settings']['steps']} Heun steps\n"
+        f"cases 0..{shown - 1} of {report['data']}; error maps clipped at their 99th percentile",
+        fontsize=9,
+    )
     return fig
 
 
