@@ -65,6 +65,8 @@ def _retrain_line(name: str, cfg: dict) -> str:
     if init.startswith("runs/pretrain/"):
         stage = init.removeprefix("runs/pretrain/")
         return f"- Retrain: `pirf pretrain {stage}`, then `pirf pretrain {name}` ({config})"
+    if init and "/" not in init and not init.endswith(".safetensors"):  # a zoo entry
+        return f"- Retrain: `pirf pretrain {name}`, warm-started from the shipped `{init}` ({config})"
     return f"- Retrain: `pirf pretrain {name}` ({config})"
 
 
