@@ -309,3 +309,23 @@ def test_noise_levels_mix_edm_lognormal_with_log_uniform_over_the_sampler_range(
     half = NoiseLevels(log_uniform=0.5).draw(20000, torch.Generator().manual_seed(0), torch.float64, "cpu")
     above_three = float((half > 3).double().mean())  # lognormal: 2.7%; log-uniform: 31%
     assert 0.15 < above_three < 0.19
+
+
+def test_flow_times_take_the_same_log_uniform_noise_levels_as_edm():
+    """A flow's share of log-uniform draws is t = sigma / (1 + sigma) of EDM's draws: with
+    sigma_max 400 a quarter of them fall at t > 0.95 (sigma > 19), where uniform t puts 5%."""
+    from pirf.models.denoiser import NoiseLevels, sample_flow_times, sigma_to_t
+
+    like = torch.zeros((), dtype=torch.float64)
+    plain = sample_flow_times(20000, like, torch.Generator().manual_seed(0))
+    same = sample_flow_times(20000, like, torch.Generator().manual_seed(0), levels=NoiseLevels())
+    assert torch.equal(plain, same)  # no log-uniform share: the stream is unchanged
+    wide = NoiseLevels(log_uniform=1.0, sigma_max=400.0)
+    t = sample_flow_times(20000, like, torch.Generator().manual_seed(0), levels=wide)
+    sigma = t / (1 - t)
+    assert float(t.min()) >= float(sigma_to_t(torch.tensor(0.002))) and float(t.max()) <= 400 / 401
+    low, high = math.log(0.002), math.log(400.0)
+    assert abs(float(sigma.log().mean()) - (low + high) / 2) < 0.1
+    share = float((t > 0.95).double().mean())
+    assert abs(share - (high - math.log(19.0)) / (high - low)) < 0.02
+    assert abs(float((plain > 0.95).double().mean()) - 0.05) < 0.01

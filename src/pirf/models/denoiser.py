@@ -287,17 +287,31 @@ def sample_flow_times(
     time_sampling: TimeSampling = "uniform",
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
+    levels: NoiseLevels | None = None,
 ) -> Tensor:
     """Training times t ``[B]``: U(0, 1), or logit-normal t = sigmoid(N(m, s^2)) (Esser et al. 2024,
-    SD3, Sec. 3.1), which spends more samples at mid-range t."""
+    SD3, Sec. 3.1), which spends more samples at mid-range t.
+
+    With ``levels.log_uniform`` = p > 0, a fraction p of the draws instead takes the flow time of a
+    noise level log-uniform over [sigma_min, sigma_max], t = sigma / (1 + sigma) (`sigma_to_t`),
+    the same draws EDM training takes (`NoiseLevels`): uniform t visits t > 0.95 (sigma > 19),
+    where the largest scales of Poisson's u are decided, in 5% of its draws (docs/models.md).
+    Both candidates are drawn for every sample, so the generator's stream does not depend on p."""
     kw = {"generator": generator, "dtype": like.dtype, "device": like.device}
     if time_sampling == "uniform":
-        return torch.rand(batch, **kw)
-    if time_sampling == "logit-normal":
-        return torch.sigmoid(logit_mean + logit_std * torch.randn(batch, **kw))
-    raise ConfigError(
-        f"unknown time_sampling {time_sampling!r}", "use time_sampling='uniform' or 'logit-normal'"
-    )
+        t = torch.rand(batch, **kw)
+    elif time_sampling == "logit-normal":
+        t = torch.sigmoid(logit_mean + logit_std * torch.randn(batch, **kw))
+    else:
+        raise ConfigError(
+            f"unknown time_sampling {time_sampling!r}", "use time_sampling='uniform' or 'logit-normal'"
+        )
+    if levels is None or levels.log_uniform <= 0:
+        return t
+    low, high = math.log(levels.sigma_min), math.log(levels.sigma_max)
+    wide = sigma_to_t((low + (high - low) * torch.rand(batch, **kw)).exp())
+    pick = torch.rand(batch, **kw) < levels.log_uniform
+    return torch.where(pick, wide, t)
 
 
 def flow_matching_losses(
@@ -308,15 +322,17 @@ def flow_matching_losses(
     time_sampling: TimeSampling = "uniform",
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
+    levels: NoiseLevels | None = None,
 ) -> Tensor:
     """Conditional flow-matching loss per sample ``[B]`` (Lipman et al. 2023, eq. 9; rectified flow):
 
         x_t = (1 - t) x0 + t eps,   loss_b = mean over elements of (v(x_t, t) - (eps - x0))^2,
 
-    with one t per sample from `sample_flow_times`. ``generator`` seeds t and eps.
+    with one t per sample from `sample_flow_times` (``levels``: its log-uniform share).
+    ``generator`` seeds t and eps.
     """
     _check_field(x0, model.channels, "flow_matching_loss")
-    t = sample_flow_times(x0.shape[0], x0, generator, time_sampling, logit_mean, logit_std)
+    t = sample_flow_times(x0.shape[0], x0, generator, time_sampling, logit_mean, logit_std, levels)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     t4 = t.reshape(-1, 1, 1, 1)
     x_t = (1 - t4) * x0 + t4 * eps
@@ -331,9 +347,10 @@ def flow_matching_loss(
     time_sampling: TimeSampling = "uniform",
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
+    levels: NoiseLevels | None = None,
 ) -> Tensor:
     """The batch mean of `flow_matching_losses`, a scalar."""
-    kw = {"time_sampling": time_sampling, "logit_mean": logit_mean, "logit_std": logit_std}
+    kw = {"time_sampling": time_sampling, "logit_mean": logit_mean, "logit_std": logit_std, "levels": levels}
     return flow_matching_losses(model, x0, generator, **kw).mean()
 
 

@@ -105,7 +105,7 @@ class PretrainConfig:
     ema_rampup: float = 0.0  # > 0: half-life min(ema_halflife_samples, ema_rampup x samples seen) (EDM: 0.05)
     p_mean: float = -1.2
     p_std: float = 1.2
-    sigma_log_uniform: float = 0.0  # fraction of EDM draws log-uniform over the sampler's sigma range
+    sigma_log_uniform: float = 0.0  # share of draws log-uniform over [0.002, sigma_max]; flows: t = s/(1+s)
     sigma_max: float = 80.0  # the model's largest noise level: the log-uniform draws' top, where chains start
     flow_time_sampling: Literal["uniform", "logit-normal"] = "uniform"
     init: str = ""  # a model to continue from (its EMA weights); its architecture replaces `model`

@@ -123,7 +123,8 @@ def _loss(
         return pidm_loss(model, x0, physics, norm, cfg.physics_weight, generator, cfg.noise_levels)
     if kind == "edm":
         return edm_loss(model, x0, generator, cfg.noise_levels), None
-    return flow_matching_loss(model, x0, generator, time_sampling=cfg.flow_time_sampling), None
+    levels = cfg.noise_levels  # a flow takes only its log-uniform share (`sample_flow_times`)
+    return flow_matching_loss(model, x0, generator, time_sampling=cfg.flow_time_sampling, levels=levels), None
 
 
 def _kind(model) -> str:
@@ -261,11 +262,6 @@ def _pretrain(cfg: PretrainConfig, *, resume: bool, progress: bool, allow_change
     dataset = FieldDataset(data_path)
     model = _initial_model(cfg, dataset)
     kind = _kind(model)  # read once, before accelerate may wrap the model
-    if kind == "flow" and cfg.sigma_log_uniform > 0:
-        raise ConfigError(
-            "sigma_log_uniform is a setting of EDM training; this model is a flow model",
-            "drop it, or choose the flow's time distribution with flow_time_sampling",
-        )
     physics, norm = _physics(cfg, model, dataset), dataset.info.normalization
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
     ema = EMA(model)
