@@ -26,7 +26,7 @@ from pirf.files import atomic_write
 from pirf.finetune import finetune
 from pirf.finetune.config import resolve_finetune_config
 from pirf.locks import output_lock
-from pirf.models.loading import zoo_names
+from pirf.models.loading import zoo_names, zoo_pde
 
 DEMO_FILES = ("report.md", "report.json", "samples.png", "residuals.png")
 
@@ -97,9 +97,10 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def check_benchmark(benchmark: str) -> None:
-    """Refuse a benchmark without a shipped base model, naming those with one (a path to a model
-    of your own is let through: the demo runs on it too)."""
-    names = zoo_names()
+    """Refuse a benchmark without a shipped EDM base model, naming those with one (the zoo's flow
+    bases and fine-tunes are not the demo's; a path to a model of your own is let through: the
+    demo runs on it too)."""
+    names = [name for name in zoo_names() if zoo_pde(name) == name]
     if benchmark in names or Path(benchmark).exists():
         return
     close = difflib.get_close_matches(benchmark, names, n=1)
