@@ -36,8 +36,11 @@ RUN_ONLY = {"out", "base"}  # where the run went and what it started from: not s
 
 
 def ship(name: str, run: Path) -> Path:
-    """The run's selected model as zoo/<name>-pirf/model (record without its checksum and format)."""
+    """The run's selected model as zoo/<name>-pirf/model: its selected weights (the ``ema.``
+    tensors every loader reads; the run's file also keeps the last training weights, which the
+    zoo leaves out) and its record without checksum and format."""
     tensors, record = load_checkpoint(run / "model")
+    tensors = {k: v for k, v in tensors.items() if k.startswith("ema.")}
     drop = ("sha256", "format", "format_version", "pirf_version")
     record = {k: v for k, v in record.items() if k not in drop}
     return save_checkpoint(ZOO / f"{name}-pirf" / "model", tensors, record)
