@@ -40,7 +40,7 @@ def timed(args: list[str], out: Path) -> tuple[float, str]:
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr}")
-    line = next((ln for ln in done.stderr.splitlines() if ln.startswith("threads:")), "")
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("threads:")), "")
     return seconds, line
 
 

@@ -113,10 +113,11 @@ err_console = Console(stderr=True)
 
 
 def use_cpu_threads() -> None:
-    """Set the thread count a computing command uses (`pirf.threads`) and say it on stderr."""
+    """Set the thread count a computing command uses (`pirf.threads`) and say it on stdout, with
+    the command's other progress lines (stderr holds errors only: an error is its first line)."""
     from pirf.threads import use_threads
 
-    err_console.print(f"[dim]{escape(use_threads().describe())}[/dim]", highlight=False, soft_wrap=True)
+    console.print(f"[dim]{escape(use_threads().describe())}[/dim]", highlight=False, soft_wrap=True)
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +137,7 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
     if resume and checkpoint_paths(latest)[1].exists():  # without one, the run started over
         note = restore(latest, ctx.model, ema, optimizer, state)
         if note and progress and accelerator.is_main_process:
-            print(note, file=sys.stderr)
+            print(note, flush=True)
         if accelerator.is_main_process:  # drop what the run logged after its checkpoint: it is redone
             truncate_jsonl(run_dir / "metrics.jsonl", "iteration", state.iteration)
             truncate_jsonl(run_dir / "evals.jsonl", "iteration", state.iteration)

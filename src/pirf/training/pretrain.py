@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -291,7 +290,7 @@ def _pretrain(cfg: PretrainConfig, *, resume: bool, progress: bool, allow_change
         pending = [torch.tensor(v, dtype=torch.float32) for v in record.get("pending_losses", [])]
         bad = BadSteps(int(record.get("bad_steps", 0)))
         if (note := follow_recorded(record.get("threads"))) and progress and accelerator.is_main_process:
-            print(note, file=sys.stderr)
+            print(note, flush=True)
         if accelerator.is_main_process:  # drop what the run logged after its checkpoint: it is redone
             truncate_jsonl(run_dir / "metrics.jsonl", "step", start)
     if cfg.compile and cfg.steps - start >= COMPILE_MIN_STEPS:
