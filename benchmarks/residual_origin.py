@@ -1,7 +1,7 @@
 """Where a model's residual comes from: the coarse or the fine scales of its error against the
 nearest field with (almost) no residual.
 
-    python benchmarks/residual_origin.py [MODEL] [--n 32]     # MODEL: darcy (default), kolmogorov or a model file
+    python benchmarks/residual_origin.py [MODEL] [--n 32]   # darcy (default), poisson, kolmogorov, a file
 
 Samples MODEL (20 Heun steps) and builds, for every sample, a reference that satisfies the
 equation and shares the part of the sample the equation takes as given:
@@ -55,7 +55,9 @@ def discrete_dirichlet_solve(f: np.ndarray, k_squared: float) -> np.ndarray:
     n, h = r - 2, 1.0 / (r - 1)
     s = np.sin(np.pi * np.arange(1, n + 1) / (2 * (n + 1))) ** 2
     symbol = -(4 / h**2) * (s[:, None] + s[None, :]) + k_squared
-    interior = scipy.fft.idstn(scipy.fft.dstn(f[:, 1:-1, 1:-1], type=1, axes=(1, 2)) / symbol, type=1, axes=(1, 2))
+    interior = scipy.fft.idstn(
+        scipy.fft.dstn(f[:, 1:-1, 1:-1], type=1, axes=(1, 2)) / symbol, type=1, axes=(1, 2)
+    )
     u = np.zeros_like(f)
     u[:, 1:-1, 1:-1] = interior
     return u
@@ -71,7 +73,9 @@ def reference_fields(pde, fields: np.ndarray) -> np.ndarray:
         return np.stack([fields[:, 0], discrete_dirichlet_solve(fields[:, 0], pde.k_squared)], 1)
     if pde.name == "kolmogorov":
         return pde.trajectory(fields[:, 0], [0, 1, 2]).astype(np.float64)
-    raise SystemExit(f"residual_origin: no reference field for {pde.name} (darcy, poisson, helmholtz, kolmogorov)")
+    raise SystemExit(
+        f"residual_origin: no reference field for {pde.name} (darcy, poisson, helmholtz, kolmogorov)"
+    )
 
 
 def main() -> None:
@@ -83,7 +87,9 @@ def main() -> None:
     args = parser.parse_args()
     loaded = load_model(args.model)
     pde = record_pde(loaded.record)
-    samples = generate_samples(loaded.module, loaded.record, args.n, args.steps, seed=args.seed, progress=False)
+    samples = generate_samples(
+        loaded.module, loaded.record, args.n, args.steps, seed=args.seed, progress=False
+    )
     fields = samples.fields.astype(np.float64)
     reference = reference_fields(pde, fields)
     if pde.name == "darcy":  # the coefficient is the projected one on both sides
@@ -95,7 +101,9 @@ def main() -> None:
     k = np.fft.fftfreq(r) * r
     radius = np.hypot(k[:, None], k[None, :])
     print(f"model {args.model}: {args.n} samples, {args.steps} Heun steps")
-    print(f"residual: sample {median_residual(pde, fields):.3g}, reference {median_residual(pde, reference):.2g}")
+    print(
+        f"residual: sample {median_residual(pde, fields):.3g}, reference {median_residual(pde, reference):.2g}"
+    )
     for c in changed:
         rms = np.sqrt((error[:, c] ** 2).mean()) / scale[c]
         print(f"error RMS of channel {c} (normalized units): {rms:.4f}")
