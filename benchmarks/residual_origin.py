@@ -101,9 +101,8 @@ def main() -> None:
     k = np.fft.fftfreq(r) * r
     radius = np.hypot(k[:, None], k[None, :])
     print(f"model {args.model}: {args.n} samples, {args.steps} Heun steps")
-    print(
-        f"residual: sample {median_residual(pde, fields):.3g}, reference {median_residual(pde, reference):.2g}"
-    )
+    sample_residual, reference_residual = median_residual(pde, fields), median_residual(pde, reference)
+    print(f"residual: sample {sample_residual:.3g}, reference {reference_residual:.2g}")
     for c in changed:
         rms = np.sqrt((error[:, c] ** 2).mean()) / scale[c]
         print(f"error RMS of channel {c} (normalized units): {rms:.4f}")
