@@ -12,7 +12,8 @@ import pirf.pdes as pdes
 from paper_reference import REFERENCE, interior_two_in
 from pirf import cli, data
 from pirf.errors import ConfigError
-from pirf.pdes.paper import paper_form_reward, paper_score, pirf_form_reward
+from pirf.pdes.paper import paper_score
+from pirf.rewards import RewardConfig, make_reward
 
 PAPER = sorted(REFERENCE)
 CHEAP = {"kolmogorov-paper": {"spinup": 1.0}}  # small, fast settings (the physics is the parents')
@@ -160,10 +161,13 @@ def test_paper_score_is_the_all_pixel_mean_of_the_paper_form(case):
         paper_score(pdes.get("poisson"), torch.zeros(1, 2, 16, 16))
 
 
-def test_reward_factories_pick_the_form():
+def test_registered_form_rewards_pick_the_form():
     pde = _pde("burgers-paper")
-    assert pirf_form_reward(pde).pde.residual_form == "pirf"
-    assert paper_form_reward(dataclasses.replace(pde, residual_form="pirf")).pde.residual_form == "paper"
+    assert make_reward(pde, RewardConfig(source="pirf-form")).pde.residual_form == "pirf"
+    paper = make_reward(dataclasses.replace(pde, residual_form="pirf"), RewardConfig(source="paper-form"))
+    assert paper.pde.residual_form == "paper"
+    with pytest.raises(ConfigError, match="no paper residual form"):
+        make_reward(pdes.get("poisson"), RewardConfig(source="pirf-form"))
 
 
 def test_cli_lists_and_generates_paper_benchmarks(tmp_path, capsys, monkeypatch):

@@ -150,7 +150,7 @@ def test_config_files_read_the_new_keys():
     ("source", "message"),
     [
         ("energi", "did you mean 'energy'"),
-        ("nothing_like_it", "registered: energy, smoothness"),
+        ("nothing_like_it", "registered: energy, paper-form, pirf-form, smoothness"),
         ("my_pkg.rewards.energy", "e.g. 'my_pkg.rewards:energy'"),
         ("{mod}:", "'package.module:attribute'"),
         (":energy", "'package.module:attribute'"),

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from pirf.errors import ConfigError, NonFiniteError, ShapeError
 from pirf.pdes.base import PDE
+from pirf.pdes.paper import with_residual_form
 
 
 class Reward(ABC):
@@ -244,6 +245,22 @@ def register_reward(name: str, factory: RewardFactory, *, replace: bool = False)
     return factory
 
 
+def paper_form_reward(pde: PDE) -> Reward:
+    """Registered as ``paper-form``: PIRF's residual reward with the PIRF authors' residual form
+    of a ``-paper`` benchmark (`pirf.pdes.paper`; Yuan et al., arXiv 2509.20570)."""
+    return ResidualReward(with_residual_form(pde, "paper"))
+
+
+def pirf_form_reward(pde: PDE) -> Reward:
+    """Registered as ``pirf-form``: the residual reward with pirf's residual form (consistent,
+    2nd order, boundary conditions on the ring) on a ``-paper`` benchmark's grid."""
+    return ResidualReward(with_residual_form(pde, "pirf"))
+
+
+register_reward("paper-form", paper_form_reward)
+register_reward("pirf-form", pirf_form_reward)
+
+
 def unregister_reward(name: str) -> None:
     """Remove a registered reward (mainly for tests and notebooks)."""
     _REGISTRY.pop(name, None)
@@ -367,6 +384,8 @@ __all__ = [
     "WeightedSum",
     "black_box",
     "make_reward",
+    "paper_form_reward",
+    "pirf_form_reward",
     "register_reward",
     "registered_rewards",
     "unregister_reward",

@@ -15,8 +15,8 @@ Each of them has a parameter ``residual_form``:
   2nd order, boundary conditions instead of one-sided equation stencils on the ring).
 
 Data do not depend on ``residual_form``. A fine-tune reads the residual of its base model's
-PDE; to train a ``-paper`` model with the other form, set the reward's source to
-``pirf.pdes.paper:pirf_form_reward`` (or ``paper_form_reward``).
+PDE; to train a ``-paper`` model with the other form, set the reward's source to the
+registered reward ``pirf-form`` (or ``paper-form``; `pirf.rewards`).
 """
 
 from __future__ import annotations
@@ -88,27 +88,13 @@ def paper_score(pde: PDE, x: Tensor) -> dict[str, float]:
     (The authors average per-batch all-pixel means over equal batches: the same number.) ``pde``
     is a ``-paper`` benchmark; its paper form is used whatever its ``residual_form``.
     """
-    r = _with_form(pde, "paper").residual(x)
+    r = with_residual_form(pde, "paper").residual(x)
     return {"mse": float(r.pow(2).mean()), "mae": float(r.abs().mean())}
 
 
-def paper_form_reward(pde: PDE):
-    """Reward factory (``reward.source: pirf.pdes.paper:paper_form_reward``): PIRF's residual
-    reward with the paper's residual form of a ``-paper`` benchmark."""
-    from pirf.rewards import ResidualReward
-
-    return ResidualReward(_with_form(pde, "paper"))
-
-
-def pirf_form_reward(pde: PDE):
-    """Reward factory (``reward.source: pirf.pdes.paper:pirf_form_reward``): the residual reward
-    with pirf's residual form on a ``-paper`` benchmark's grid."""
-    from pirf.rewards import ResidualReward
-
-    return ResidualReward(_with_form(pde, "pirf"))
-
-
-def _with_form(pde: PDE, form: str) -> PDE:
+def with_residual_form(pde: PDE, form: str) -> PDE:
+    """The ``-paper`` benchmark ``pde`` with its residual computed in ``form`` ("paper" or "pirf");
+    a `ConfigError` for a benchmark without the two forms."""
     if "residual_form" not in pde.param_names() or not pde.name.endswith("-paper"):
         raise ConfigError(
             f"{pde.name} has no paper residual form",
@@ -123,7 +109,6 @@ __all__ = [
     "d1_replicate",
     "d2_one_sided",
     "laplacian_replicate",
-    "paper_form_reward",
     "paper_score",
-    "pirf_form_reward",
+    "with_residual_form",
 ]
