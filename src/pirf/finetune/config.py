@@ -84,7 +84,10 @@ class RegularizationConfig:
 
     Online: ``online_lambda`` * ||theta - theta_base||^2 over the trained parameters, anchored at
     the loaded base weights; ``anchor_fixed_channels`` * the drift of the channels the reward may
-    not move away from what the base model makes from the same state (`fixed_channel_drift`).
+    not move away from what the base model makes from the same state (`fixed_channel_drift`);
+    ``anchor_chain`` * the same drift of the denoiser's estimate at one step drawn before the
+    gradient window (`chain_anchor_drift`): the trained layers make every step, so a channel held
+    only inside the window can still drift in the steps before it (issue 24: Poisson's f).
     Offline: an EMA of the weights started from the base with
     ``ema_halflife_samples`` (0 = no EMA); early stopping keeps the evaluated weights with the
     lowest held-out residual that the fidelity guard admits; at the end the interpolations
@@ -101,6 +104,7 @@ class RegularizationConfig:
     LIMITS: ClassVar[dict[str, Limit]] = {
         "online_lambda": NON_NEGATIVE,
         "anchor_fixed_channels": NON_NEGATIVE,
+        "anchor_chain": NON_NEGATIVE,
         "ema_halflife_samples": NON_NEGATIVE,
         "fidelity_tolerance": NON_NEGATIVE,
         "channel_tolerance": NON_NEGATIVE,
@@ -111,6 +115,7 @@ class RegularizationConfig:
 
     online_lambda: float = 0.0
     anchor_fixed_channels: float = 0.0
+    anchor_chain: float = 0.0
     ema_halflife_samples: float = 400.0
     early_stopping: bool = True
     fidelity_tolerance: float = 0.2

@@ -152,7 +152,8 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
     denoiser = checkpointed(ctx.model) if cfg.gradient_checkpointing else ctx.model
     fixed = fixed_channels(reward, ctx.pde)
     reference = None
-    if cfg.regularization.anchor_fixed_channels > 0 or method.needs_reference:
+    anchors = cfg.regularization.anchor_fixed_channels > 0 or cfg.regularization.anchor_chain > 0
+    if anchors or method.needs_reference:
         reference = copy.deepcopy(ctx.model).requires_grad_(False)
         reference.load_state_dict(interpolate(ctx.model.state_dict(), ctx.base, 0.0))
     local = local_rows(cfg.batch_size, world, rank, method.group_size)
@@ -193,6 +194,7 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
                 normalization=ctx.normalization,
                 reference=reference,
                 anchor_weight=cfg.regularization.anchor_fixed_channels,
+                chain_anchor_weight=cfg.regularization.anchor_chain,
                 fixed=fixed,
                 model=ctx.model,
             )

@@ -52,6 +52,7 @@ class Rollout:
     rng: np.random.Generator  # seeded by (seed, iteration): the same on every process
     reference: Callable[[Tensor, Tensor], Tensor] | None = None  # the frozen base model's D(x, sigma)
     anchor_weight: float = 0.0
+    chain_anchor_weight: float = 0.0
     fixed: Tensor | None = None  # [C] bool: channels the reward may not move
     model: nn.Module | None = None  # the trained model itself (its own training loss: RWR)
     generators: list[torch.Generator] | None = None  # one per row, for the noise a sampler injects
@@ -159,17 +160,26 @@ class RewardBackprop(Method):
         return k
 
     def loss(self, rollout: Rollout) -> Update:
-        """The reward loss of the chain's final samples, gradients through the last K steps."""
+        """The reward loss of the chain's final samples, gradients through the last K steps, plus
+        the anchors on the channels the reward may not move (`fixed_channel_drift` at the
+        window, `chain_anchor_drift` at one step before it)."""
         n = rollout.sigmas.shape[0] - 1
         k = self.window(rollout.sigmas, rollout.rng)
-        anchored = rollout.anchor_weight > 0 and rollout.fixed is not None and bool(rollout.fixed.any())
+        holds = rollout.fixed is not None and bool(rollout.fixed.any())
+        anchored = rollout.anchor_weight > 0 and holds
+        chained = rollout.chain_anchor_weight > 0 and holds and self.truncation.mode != "lv" and k < n
+        trajectory = None
         if self.truncation.mode == "lv":
-            x0, entering, k = self._lv_samples(rollout), None, 1
+            x0, k = self._lv_samples(rollout), 1
         else:
             out = sample_heun(
-                rollout.denoiser, rollout.noise, rollout.sigmas, grad_steps=k, return_trajectory=anchored
+                rollout.denoiser,
+                rollout.noise,
+                rollout.sigmas,
+                grad_steps=k,
+                return_trajectory=anchored or chained,
             )
-            x0, entering = out.x0, (out.trajectory[n - k].detach() if anchored else None)
+            x0, trajectory = out.x0, out.trajectory
         mse = -rollout.reward(rollout.normalization.denormalize(x0))
         loss = reward_loss(mse, self.form)
         logs = {
@@ -177,10 +187,16 @@ class RewardBackprop(Method):
             "window": torch.tensor([float(k)]),
             "steps": torch.tensor([float(n)]),
         }
-        if anchored and entering is not None:
+        if anchored and trajectory is not None:
+            entering = trajectory[n - k].detach()
             drift = fixed_channel_drift(rollout, entering, x0[: entering.shape[0]], n - k)
             loss = loss + rollout.anchor_weight * drift.mean()
             logs["anchor_drift"] = drift.detach()
+        if chained and trajectory is not None:
+            step = int(rollout.rng.integers(0, n - k))
+            drift = chain_anchor_drift(rollout, trajectory[step].detach(), rollout.sigmas[step])
+            loss = loss + rollout.chain_anchor_weight * drift.mean()
+            logs["chain_anchor_drift"] = drift.detach()
         return loss, logs
 
     def _lv_samples(self, rollout: Rollout) -> Tensor:
@@ -215,6 +231,24 @@ def fixed_channel_drift(rollout: Rollout, entering: Tensor, x0: Tensor, start: i
     return (x0[:, mask] - base[:, mask]).pow(2).mean(dim=(1, 2, 3))
 
 
+def chain_anchor_drift(rollout: Rollout, x: Tensor, sigma: Tensor) -> Tensor:
+    """Per-sample mean squared difference ``[B]``, over the channels the reward may not move,
+    between the fine-tuned and the frozen base denoiser's estimates from one state x_sigma of the
+    chain (normalized units):
+
+        drift_b = mean_{c fixed, pixels} (D_theta(x_b, sigma) - D_base(x_b, sigma))^2.
+
+    Drawn at a step before the gradient window, it holds the fixed channels where
+    `fixed_channel_drift` cannot: the trained layers act at every noise level, and what they
+    change in a fixed channel early in the chain (its fine scales, its amplitude) survives to
+    the sample. One extra call of each model per iteration.
+    """
+    with torch.no_grad():
+        base = rollout.reference(x, sigma)
+    mask = rollout.fixed.to(x.device)
+    return (rollout.denoiser(x, sigma)[:, mask] - base[:, mask]).pow(2).mean(dim=(1, 2, 3))
+
+
 def build_reward_backprop(cfg: FinetuneConfig, model_kind: str, sigma_data: float) -> RewardBackprop:
     """The registered builder of the reward-backprop methods (`pirf.finetune.presets`)."""
     return RewardBackprop(cfg.truncation, cfg.loss, cfg.method)
@@ -226,6 +260,7 @@ __all__ = [
     "Rollout",
     "Update",
     "build_reward_backprop",
+    "chain_anchor_drift",
     "checkpointed",
     "fixed_channel_drift",
     "objective",
