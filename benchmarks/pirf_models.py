@@ -2,6 +2,7 @@
 
     pirf finetune darcy truncation.mode=sigma 'sampler.steps_choices=[10,20,40,80]' out=runs/finetune/X
     python benchmarks/pirf_models.py darcy runs/finetune/X     # ~5 min on 2 cores (Darcy)
+    python benchmarks/pirf_models.py darcy runs/finetune/X --card-only   # the card from the recorded results
 
 Copies the run's selected model (``RUN/model.safetensors``: weights and record, the base model's
 PDE, normalization and data provenance under the fine-tune's config) to
@@ -24,7 +25,9 @@ from typing import Any
 
 from pirf.config import to_dict
 from pirf.config.resume import flat
+from pirf.evaluation.guard import judge, worst_channel
 from pirf.evaluation.markdown import markdown_table
+from pirf.evaluation.metrics import channel_terms
 from pirf.evaluation.runner import evaluate
 from pirf.finetune.config import resolve_finetune_config, with_model_defaults
 from pirf.models.checkpoint import load_checkpoint, save_checkpoint
@@ -54,9 +57,25 @@ def overrides(name: str, config: dict[str, Any]) -> list[str]:
     return [f"{k}={json.dumps(mine[k]) if not isinstance(mine[k], str) else mine[k]}" for k in changed]
 
 
+def judged(run: dict[str, Any]) -> dict[str, Any]:
+    """One `pirf evaluate` run as the fidelity guard reads it: the composite score and every
+    channel's terms."""
+    report = run["fidelity"]
+    return {"fidelity": report["fidelity_score"], "channels": channel_terms(report)}
+
+
+def guard_cells(base_run: dict[str, Any], tuned_run: dict[str, Any]) -> tuple[str, str]:
+    """The guard's verdict on the fine-tune against the base at one step count (default
+    tolerances, `pirf.evaluation.guard`), and the channel term nearest its limit."""
+    verdict = judge(judged(tuned_run), judged(base_run))
+    worst = worst_channel(judged(tuned_run), judged(base_run))
+    text = "admissible" if verdict.ok else "refused: " + ", ".join(f"{c} {t}" for c, t in verdict.failed)
+    return text, worst.short() if worst else ""
+
+
 def rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[tuple[str, ...]]:
     """One row per step count: residual over the floor (all pixels, interior) and fidelity, base
-    beside fine-tune, and the factor."""
+    beside fine-tune, the factor, and the per-channel guard's verdict with the worst channel."""
     floor = base["floor"]
     out = []
     for b, t in zip(base["runs"], tuned["runs"], strict=True):
@@ -74,6 +93,7 @@ def rows(base: dict[str, Any], tuned: dict[str, Any]) -> list[tuple[str, ...]]:
                 f"{ratio['base']['all'] / ratio['pirf']['all']:.1f}x",
                 f"{b['fidelity']['fidelity_score']:.3g}",
                 f"{t['fidelity']['fidelity_score']:.3g}",
+                *guard_cells(b, t),
             )
         )
     return out
@@ -95,6 +115,8 @@ def card(name: str, record: dict[str, Any], base: dict[str, Any], tuned: dict[st
         "lower by",
         "base fidelity",
         "PIRF fidelity",
+        "guard (per channel)",
+        "worst channel term",
     )
     window = config["truncation"]
     window_text = (
@@ -130,7 +152,10 @@ def card(name: str, record: dict[str, Any], base: dict[str, Any], tuned: dict[st
             markdown_table(headers, rows(base, tuned)),
             "",
             "Residual: median MSE over the data floor (the training data's own residual) per region; "
-            "fidelity: pirf's score against freshly solved held-out data (0 = the data; lower is better).",
+            "fidelity: pirf's score against freshly solved held-out data (0 = the data; lower is better); "
+            "guard: the fidelity guard of `pirf.evaluation.guard` (composite within 20% of the base's, "
+            "each channel's spectrum, std and amplitude errors within max(1.2x the base's, the base's + "
+            "0.1 dex / 0.05)); worst channel term: the one nearest its limit, base -> fine-tune.",
             "",
         ]
     )
@@ -144,7 +169,20 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="the fine-tuning run folder")
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 40, 80])
     parser.add_argument("--n", type=int, default=128)
+    parser.add_argument(
+        "--card-only", action="store_true", help="rewrite the card from the recorded evaluation (no sampling)"
+    )
     args = parser.parse_args()
+    if args.card_only:
+        recorded = json.loads(RESULTS.read_text())[f"{args.name}-pirf"]
+        path = ZOO / f"{args.name}-pirf" / "model.safetensors"
+        record = load_checkpoint(path)[1]
+        n = recorded["pirf"]["runs"][0]["n"]
+        (ZOO / f"{args.name}-pirf" / "CARD.md").write_text(
+            card(args.name, record, recorded["base"], recorded["pirf"], n)
+        )
+        print(f"{args.name}-pirf: card rewritten from {RESULTS.name}")
+        return
     path = ship(args.name, args.run)
     record = load_checkpoint(path)[1]
     kw = {"n": args.n, "steps": args.steps, "seed": 0, "progress": False}
