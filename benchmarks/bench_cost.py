@@ -33,7 +33,7 @@ from pirf.evaluation.markdown import markdown_table
 from pirf.evaluation.timing import Measurement, PairedTimings, method_note, paired_timing
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ROWS = ("base", "dps", "cocogen", "pidm", "pirf")
+ROWS = ("base", "dps", "cocogen", "pidm", "pgdiffusion", "pirf")
 REFERENCE = "base"
 
 

@@ -8,7 +8,7 @@ import pytest
 from pirf.bench import resolve_bench_config, run_bench
 from pirf.bench.cells import choose
 from pirf.bench.config import ABLATIONS, FAMILY, MAIN_ROWS, ROWS
-from pirf.bench.models import pidm_config
+from pirf.bench.models import pgdiffusion_config, pidm_config
 from pirf.cli import main
 from pirf.errors import ConfigError, NonFiniteError, OutputExistsError, UnknownNameError
 
@@ -41,6 +41,8 @@ def _config(model, tmp_path, methods, **extra):
         "cocogen.zetas=[1.0e-4, 1.0e9]",
         "pidm.steps=3",
         "pidm.batch_size=4",
+        "pgdiffusion.steps=3",
+        "pgdiffusion.batch_size=4",
         *[f"{k}={v}" for k, v in extra.items()],
     ]
     return resolve_bench_config("cpu", None, overrides, benchmarks=["poisson"], methods=methods)
@@ -139,6 +141,32 @@ def test_pidm_continues_the_base_model_on_its_own_data(tiny_poisson_model, tmp_p
     pre = pidm_config(cfg, "poisson", str(tiny_poisson_model), record)
     assert pre.init == str(tiny_poisson_model) and pre.physics_weight == 0.25
     assert pre.data.path == record["config"]["data"]["path"]
+
+
+def test_pgdiffusion_row_trains_on_the_base_and_samples_with_its_guided_euler_chain(
+    tiny_poisson_model, tmp_path
+):
+    from pirf.models.loading import load_model
+
+    cfg = _config(
+        tiny_poisson_model, tmp_path, ["base", "pgdiffusion"], **{"pgdiffusion.guide_dropout": 0.25}
+    )
+    record = load_model(tiny_poisson_model)[1]
+    pre = pgdiffusion_config(cfg, "poisson", str(tiny_poisson_model), record)
+    assert pre.init == str(tiny_poisson_model) and pre.physics_guide and pre.guide_dropout == 0.25
+    assert pre.data.path == record["config"]["data"]["path"] and pre.steps == 3 and pre.physics_weight == 0
+    table = run_bench(cfg, progress=False)
+    cells = {(c["method"], c["steps"]): c for c in table["cells"]}
+    assert set(cells) == {("base", 4), ("base", 6), ("pgdiffusion", 4)}
+    cost = cells[("pgdiffusion", 4)]["cost"]  # Euler: N calls; ceil(0.3 N) = 2 steps unguided
+    assert cost["network_calls_per_sample"] == 4 and cost["residual_gradients_per_sample"] == 2
+    assert cost["gradients"] is True and cells[("pgdiffusion", 4)]["residual"]["all"] > 0
+    assert "| pgdiffusion | 4 |" in (tmp_path / "bench" / "table.md").read_text()
+    assert "4 + 2 ∇R" in (tmp_path / "bench" / "table.md").read_text()
+    trained = load_model(tmp_path / "bench" / "models" / "poisson" / "pgdiffusion")[1]
+    assert trained["model"]["unet"]["guide_channels"] > 0 and trained["config"]["init"] == str(
+        tiny_poisson_model
+    )
 
 
 def test_bench_cli_reports_unknown_methods(capsys):

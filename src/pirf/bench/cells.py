@@ -38,7 +38,13 @@ from pirf.normalization import Normalization
 from pirf.rewards import ResidualReward
 from pirf.sampling import SampleOutput
 from pirf.sampling.draw import Chain, Model, Samples, generate_samples
-from pirf.sampling.guidance import Guidance, cocogen_correct, sample_heun_dps
+from pirf.sampling.guidance import (
+    Guidance,
+    cocogen_correct,
+    pg_unguided_steps,
+    sample_euler_pg,
+    sample_heun_dps,
+)
 
 KEEP = 8  # samples kept per cell for the figures
 TEST_SEED_OFFSET = REFERENCE_SEED_OFFSET + 1
@@ -98,12 +104,15 @@ def score(ctx: BenchContext, fields: np.ndarray) -> dict[str, Any]:
 def _cost(samples: Samples | None, row: str) -> dict[str, Any]:
     if samples is None:
         return {"seconds_per_100": None, "network_calls_per_sample": None, "gradients": False}
-    return {
+    cost = {
         "seconds_per_100": 100 * samples.seconds / len(samples.fields),
         "network_calls_per_sample": samples.nfe_per_sample,
         "gradients": row in GRADIENT_ROWS,
         "device": samples.device,
     }
+    if row == "pgdiffusion":  # N calls, and a residual gradient (no network backward) per guided step
+        cost["residual_gradients_per_sample"] = samples.steps - pg_unguided_steps(samples.steps)
+    return cost
 
 
 def cell_result(ctx: BenchContext, row: str, steps: int, fields: np.ndarray, samples: Samples | None) -> dict:
@@ -132,9 +141,23 @@ def dps_chain(
     return chain
 
 
+def pg_chain(ctx: BenchContext) -> Chain:
+    """PG-Diffusion's chain: Euler, the first ceil(0.3 N) steps unguided, the others guided by
+    grad ||R(x)||_2 at the current state (`sample_euler_pg`)."""
+    loss = ctx.guidance_loss()
+
+    def chain(model: Model, noise: Tensor, sigmas: Tensor) -> SampleOutput:
+        return sample_euler_pg(model, noise, sigmas, loss)
+
+    return chain
+
+
 def chain_for(cfg: BenchConfig, ctx: BenchContext, row: str, setting: dict[str, Any]) -> Chain | None:
-    """The sampling chain of a guidance row at its chosen ``setting`` (None: plain Heun)."""
-    if row not in GRADIENT_ROWS:
+    """The sampling chain of a guidance row at its chosen ``setting``, or PG-Diffusion's (None:
+    plain Heun)."""
+    if row == "pgdiffusion":
+        return pg_chain(ctx)
+    if row not in ("dps", "cocogen"):
         return None
     corrections, zeta_c = setting.get("corrections", 0), setting.get("zeta_c", 0.0)
     return dps_chain(ctx, setting["zeta"], cfg.dps.fraction, corrections, zeta_c)
@@ -262,6 +285,7 @@ __all__ = [
     "dps_chain",
     "draw",
     "judged",
+    "pg_chain",
     "score",
     "sweep_cocogen",
     "sweep_dps",

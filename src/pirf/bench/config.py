@@ -8,6 +8,8 @@ Rows (`ROWS`) are the methods of the comparison table (PIRF Table 1 and its abla
   size swept on separate seeds;
 - ``cocogen``: DPS guidance plus CoCoGen's correction steps on the final sample, swept likewise;
 - ``pidm``: the base model trained on with PIDM's physics-informed loss;
+- ``pgdiffusion``: the base model trained on as PG-Diffusion (a network that reads the residual
+  gradient, `pirf.training.pgdiffusion`), sampled with its guided Euler chain;
 - ``pirf``: PIRF with the benchmark's shipped fine-tune config;
 - ``pirf-<ablation>``: PIRF with one change (`ABLATIONS`): the gradient window K, the layers
   trained, the weight regularization, the step count it is fine-tuned at;
@@ -28,10 +30,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from pirf.config import load_config, read_yaml, resolve_config
-from pirf.config.limits import COUNT, NON_NEGATIVE, NON_NEGATIVE_COUNT, Limit
+from pirf.config.limits import COUNT, FRACTION, NON_NEGATIVE, NON_NEGATIVE_COUNT, POSITIVE, Limit
 from pirf.errors import ConfigError, UnknownNameError
 
-BASELINES = ("data", "base", "dps", "cocogen", "pidm", "pirf")
+BASELINES = ("data", "base", "dps", "cocogen", "pidm", "pgdiffusion", "pirf")
 NOREG = (
     "regularization.ema_halflife_samples=0",
     "regularization.early_stopping=false",
@@ -78,8 +80,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {"rsm": ("data", "base", "pirf", *FAMILY)
 """``pirf bench --family NAME``: the rows of a comparison (``rsm``: reward score matching's family)."""
 MAIN_ROWS = (*BASELINES, *ABLATIONS)
 ROWS = (*MAIN_ROWS, *FAMILY)
-TRAINED_ROWS = ("pidm", "pirf", *ABLATIONS, *FAMILY)
-GRADIENT_ROWS = ("dps", "cocogen")
+TRAINED_ROWS = ("pidm", "pgdiffusion", "pirf", *ABLATIONS, *FAMILY)
+GRADIENT_ROWS = ("dps", "cocogen", "pgdiffusion")
 """Rows that need gradients at test time (a backward pass through the network or the residual)."""
 
 
@@ -116,6 +118,26 @@ class PIDMConfig:
 
     def weight_for(self, benchmark: str) -> float:
         return self.weights.get(benchmark, self.weight)
+
+
+@dataclass
+class PGDiffusionConfig:
+    """PG-Diffusion: continue the base model's training with a physics-guide path and guide dropout
+    (`pirf.training.pgdiffusion`), warm-started so that it starts as the base model."""
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "steps": COUNT,
+        "batch_size": COUNT,
+        "lr": POSITIVE,
+        "warmup_steps": NON_NEGATIVE_COUNT,
+        "guide_dropout": FRACTION,
+    }
+
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 1e-4
+    warmup_steps: int = 20
+    guide_dropout: float = 0.5
 
 
 @dataclass
@@ -163,6 +185,7 @@ class BenchConfig:
     dps: DPSConfig = field(default_factory=DPSConfig)
     cocogen: CoCoGenConfig = field(default_factory=CoCoGenConfig)
     pidm: PIDMConfig = field(default_factory=PIDMConfig)
+    pgdiffusion: PGDiffusionConfig = field(default_factory=PGDiffusionConfig)
 
     def steps_for(self, row: str) -> tuple[int, ...]:
         """The step counts a row is sampled at."""
@@ -229,6 +252,7 @@ __all__ = [
     "BenchConfig",
     "CoCoGenConfig",
     "DPSConfig",
+    "PGDiffusionConfig",
     "PIDMConfig",
     "check_names",
     "resolve_bench_config",

@@ -1,4 +1,4 @@
-"""The models a bench trains: the GPU-scale base model, PIDM, PIRF and its ablations.
+"""The models a bench trains: the GPU-scale base model, PIDM, PG-Diffusion, PIRF and its ablations.
 
 Each lives in ``<out>/models/<benchmark>/<row>/`` as an ordinary pirf run folder. A finished run
 (``model.safetensors`` present) whose ``config.json`` matches the config the bench would run now
@@ -98,40 +98,92 @@ def finetuned_model(cfg: BenchConfig, benchmark: str, row: str, base: str, progr
     return Path(ft.out) / "model.safetensors"
 
 
-def pidm_config(cfg: BenchConfig, benchmark: str, base: str, base_record: dict[str, Any]) -> PretrainConfig:
-    """PIDM's run: the base model's own training data, continued from its weights with the
-    physics-informed loss (`pirf.training.pidm`) and the bench's PIDM settings."""
+def _continued(
+    cfg: BenchConfig, benchmark: str, row: str, base: str, base_record: dict[str, Any], settings: dict
+) -> PretrainConfig:
+    """A training-based baseline's run: the base model's own training data, continued from its
+    weights with ``settings`` (the row's loss, steps, batch size, learning rate, warm-up)."""
     data = dict(base_record.get("config", {}).get("data") or {})
     if not data:
         shipped = read_yaml(resolve_config("pretrain", benchmark))
         data = shipped.get("data", {})
-    p = cfg.pidm
+    steps, batch_size = settings["steps"], settings["batch_size"]
     settings = {
         "data": data,
-        "out": str(model_dir(cfg, benchmark, "pidm")),
+        "out": str(model_dir(cfg, benchmark, row)),
         "init": base,
+        "ema_halflife_samples": float(steps * batch_size) / 4,
+        "checkpoint_every": max(1, steps // 10),
+        "log_every": max(1, steps // 50),
+        "seed": 1,
+        **settings,
+    }
+    return load_config(PretrainConfig, None, (), base=settings)
+
+
+def pidm_config(cfg: BenchConfig, benchmark: str, base: str, base_record: dict[str, Any]) -> PretrainConfig:
+    """PIDM's run: the base model's own training data, continued from its weights with the
+    physics-informed loss (`pirf.training.pidm`) and the bench's PIDM settings."""
+    p = cfg.pidm
+    settings = {
         "physics_weight": p.weight_for(benchmark),
         "steps": p.steps,
         "batch_size": p.batch_size,
         "lr": p.lr,
         "warmup_steps": p.warmup_steps,
-        "ema_halflife_samples": float(p.steps * p.batch_size) / 4,
-        "checkpoint_every": max(1, p.steps // 10),
-        "log_every": max(1, p.steps // 50),
-        "seed": 1,
     }
-    return load_config(PretrainConfig, None, (), base=settings)
+    return _continued(cfg, benchmark, "pidm", base, base_record, settings)
 
 
-def pidm_model(
-    cfg: BenchConfig, benchmark: str, base: str, base_record: dict[str, Any], progress: bool = True
+def pgdiffusion_config(
+    cfg: BenchConfig, benchmark: str, base: str, base_record: dict[str, Any]
+) -> PretrainConfig:
+    """PG-Diffusion's run: the base model's own training data, continued from its weights with a
+    physics-guide path (warm-started to equal the base at first) and guide dropout
+    (`pirf.training.pgdiffusion`), with the bench's PG-Diffusion settings."""
+    p = cfg.pgdiffusion
+    settings = {
+        "physics_guide": True,
+        "guide_dropout": p.guide_dropout,
+        "steps": p.steps,
+        "batch_size": p.batch_size,
+        "lr": p.lr,
+        "warmup_steps": p.warmup_steps,
+    }
+    return _continued(cfg, benchmark, "pgdiffusion", base, base_record, settings)
+
+
+CONTINUED = {"pidm": pidm_config, "pgdiffusion": pgdiffusion_config}
+"""The training-based baselines a bench trains by continuing the base model (`continued_model`)."""
+
+
+def continued_model(
+    cfg: BenchConfig, benchmark: str, row: str, base: str, base_record: dict[str, Any], progress: bool = True
 ) -> Path:
-    """PIDM's model file for ``benchmark``, trained (or resumed) if needed."""
-    pre = pidm_config(cfg, benchmark, base, base_record)
+    """The model file of a training-based baseline row (``pidm``, ``pgdiffusion``) for
+    ``benchmark``, trained (or resumed) if needed."""
+    pre = CONTINUED[row](cfg, benchmark, base, base_record)
     state = _state(Path(pre.out), pre)
     if state != "done":
         pretrain(pre, resume=state == "partial", progress=progress)
     return Path(pre.out) / "model.safetensors"
 
 
-__all__ = ["base_spec", "finetune_config", "finetuned_model", "model_dir", "pidm_config", "pidm_model"]
+def pidm_model(
+    cfg: BenchConfig, benchmark: str, base: str, base_record: dict[str, Any], progress: bool = True
+) -> Path:
+    """PIDM's model file for ``benchmark``, trained (or resumed) if needed."""
+    return continued_model(cfg, benchmark, "pidm", base, base_record, progress)
+
+
+__all__ = [
+    "CONTINUED",
+    "base_spec",
+    "continued_model",
+    "finetune_config",
+    "finetuned_model",
+    "model_dir",
+    "pgdiffusion_config",
+    "pidm_config",
+    "pidm_model",
+]

@@ -37,7 +37,7 @@ from pirf.bench.cells import (
 )
 from pirf.bench.config import BenchConfig
 from pirf.bench.figures import write_figures
-from pirf.bench.models import base_spec, finetuned_model, pidm_model
+from pirf.bench.models import CONTINUED, base_spec, continued_model, finetuned_model
 from pirf.bench.table import write_tables
 from pirf.config import to_dict
 from pirf.errors import ConfigError, OutputExistsError
@@ -91,8 +91,8 @@ class RowModels:
             return self.ctx.model, self.ctx.record
         if row not in self.loaded:
             c, ctx = self.cfg, self.ctx
-            if row == "pidm":
-                path = pidm_model(c, ctx.benchmark, ctx.base, ctx.record, self.progress)
+            if row in CONTINUED:  # pidm, pgdiffusion: the base model trained on
+                path = continued_model(c, ctx.benchmark, row, ctx.base, ctx.record, self.progress)
             else:
                 path = finetuned_model(c, ctx.benchmark, row, ctx.base, self.progress)
             model, record, _ = load_model(path)

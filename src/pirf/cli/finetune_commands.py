@@ -160,7 +160,8 @@ def bench_command(
         list[str] | None,
         typer.Option(
             metavar="NAMES",
-            help="rows to run, comma-separated: data, base, dps, cocogen, pidm, pirf, pirf-<ablation>",
+            help="rows to run, comma-separated: data, base, dps, cocogen, pidm, pgdiffusion, pirf, "
+            "pirf-<ablation>",
         ),
     ] = None,
     family: Annotated[
@@ -178,8 +179,8 @@ def bench_command(
     ] = False,
     show: Annotated[bool, typer.Option(help="print the resolved config and exit")] = False,
 ) -> None:
-    """The comparison table: training data, base, DPS guidance, CoCoGen, PIDM, PIRF and its
-    ablations on each benchmark at 20 and 80 steps; writes table.{json,csv,md} and figures.
+    """The comparison table: training data, base, DPS guidance, CoCoGen, PIDM, PG-Diffusion, PIRF
+    and its ablations on each benchmark at 20 and 80 steps; writes table.{json,csv,md} and figures.
     With --family rsm: the reward fine-tuning methods at one budget, residual against wall time
     and trajectories (figures/family_<benchmark>.png)."""
     from pirf.bench import resolve_bench_config, run_bench

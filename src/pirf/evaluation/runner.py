@@ -38,7 +38,15 @@ from pirf.locks import output_lock
 from pirf.models.loading import load_model
 from pirf.models.record import record_pde
 from pirf.sampling.draw import Samples, SampleStream, check_sampling, resolve_device
-from pirf.sampling.guided import GuidanceSettings, guidance_chain, guided_sampler
+from pirf.sampling.guided import (
+    PG_DESCRIPTION,
+    GuidanceSettings,
+    guidance_chain,
+    guided_sampler,
+    pg_chain,
+    pg_sampler,
+    physics_guided,
+)
 
 
 # -- the metric path ---------------------------------------------------------------------------------
@@ -113,6 +121,8 @@ def run_evaluation(
     resolve_device(device)
     t0 = time.perf_counter()
     model, record, path = load_model(spec)
+    chain = pg_chain(record) if physics_guided(record) else None  # PG-Diffusion: its own chain
+    sampler = "euler" if chain is not None else sampler
     pde, resolution = record_pde(record), int(record["resolution"])
     ref_path, ref_note = resolve_reference(record, pde, resolution, reference, n_reference, cache, progress)
     ref = read_fields(ref_path)
@@ -151,6 +161,7 @@ def run_evaluation(
             device=device,
             progress=progress,
             keep=0,
+            chain=chain,
         )
         drawn, samples[s] = _draw_to_scratch(stream)
         run = {"steps": s, "cost": drawn.cost()}
@@ -284,11 +295,13 @@ def _sample(
     out = Path(out)
     guidance = guidance or GuidanceSettings()
     guidance.check()
-    sampler = guided_sampler(guidance, sampler)
+    requested, sampler = sampler, guided_sampler(guidance, sampler)
     check_outputs(out, SAMPLE_FILES, overwrite)
     check_sampling(n, steps, batch_size, sampler, seed)
     resolve_device(device)
     model, record, path = load_model(spec)
+    pg = physics_guided(record)  # a PG-Diffusion model samples with its own chain
+    sampler = pg_sampler(guidance, requested) if pg else sampler
     chain = guidance_chain(guidance, record)
     stream = SampleStream(
         model,
@@ -312,7 +325,7 @@ def _sample(
             "steps": steps,
             "seed": seed,
             "n": n,
-            "guidance": guidance.describe(),
+            "guidance": PG_DESCRIPTION if pg else guidance.describe(),
             **stream.samples().cost(),
         }
 

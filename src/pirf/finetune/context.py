@@ -28,6 +28,7 @@ from pirf.normalization import Normalization
 from pirf.pdes.base import PDE
 from pirf.rewards import Reward
 from pirf.sampling.draw import generate_samples, sigma_grid
+from pirf.sampling.guided import refuse_physics_guided
 
 
 @dataclass
@@ -60,6 +61,7 @@ def build_context(
     """Load the base model, freeze what is not trained, and get the held-out reference set (its
     solve shown with a progress bar when ``progress``)."""
     model, record, _ = load_model(cfg.base)
+    refuse_physics_guided(record, "a fine-tune")
     pde = record_pde(record)
     normalization = Normalization.from_dict(record["normalization"])
     resolution = int(record["resolution"])

@@ -22,6 +22,12 @@ height) and with zeros along the others. Attention, group norm, nearest upsampli
 convolutions on even sizes all commute with circular shifts, so a periodic network is exactly
 shift-equivariant for shifts by multiples of 2^(levels - 1). Burgers (periodic in x, stored as a
 time x space image) takes "x"; Kolmogorov flow takes "xy".
+
+Physics guide (``guide_channels`` = C > 0; PG-Diffusion, Shu, Li & Barati Farimani 2023): the
+network also takes a guide g ``[B, C, H, W]`` (the gradient of the residual norm at its input,
+`pirf.training.pgdiffusion`) through `GuideEmbedding`, whose output is concatenated after the
+noisy and the conditioning channels. The embedding's last convolution starts at zero, so a new
+guide path changes nothing until training moves it.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from torch import Tensor, nn
 
-from pirf.errors import ConfigError
+from pirf.errors import ConfigError, ShapeError
 
 Periodic = Literal["x", "xy"] | None
 MAX_WIDTH = 4096
@@ -62,6 +68,7 @@ class UNetConfig:
     periodic: Periodic = None
     mid_attention: bool = True
     condition_channels: int = 0  # fixed input fields beside the noisy ones (`PDE.conditioning`)
+    guide_channels: int = 0  # C: a physics guide g shaped like x enters through `GuideEmbedding`
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -121,6 +128,11 @@ def _validate(c: UNetConfig) -> None:
         raise bad(f"dropout {c.dropout}", "use 0 <= dropout < 1")
     if not isinstance(c.condition_channels, int) or c.condition_channels < 0:
         raise bad(f"condition_channels={c.condition_channels!r}", "use a count >= 0")
+    if isinstance(c.guide_channels, bool) or c.guide_channels not in (0, c.channels):
+        raise bad(
+            f"guide_channels={c.guide_channels!r} for {c.channels} field channel(s)",
+            f"use 0 (no physics guide) or {c.channels} (a guide shaped like the fields)",
+        )
     if c.periodic not in (None, "x", "xy"):
         raise bad(f"periodic={c.periodic!r}", "use None, 'x' (width axis only) or 'xy'")
 
@@ -179,6 +191,32 @@ def make_periodic(module: nn.Module, periodic: str) -> int:
     return replaced
 
 
+class GuideEmbedding(nn.Module):
+    """PG-Diffusion's learned embedding of the physics guide g (Shu et al. 2023):
+
+        e(g) = conv3x3(GELU(conv1x1(g))),   C -> ``width`` -> C channels, padding 1,
+
+    ``[B, C, H, W]`` in and out. The first convolution keeps PyTorch's default initialization and
+    only the last one starts at zero (weight and bias): e = 0 at first, yet the last convolution's
+    gradient, GELU(conv1x1(g)) times the gradient reaching e, is not zero, so the path learns.
+    Zeroing both (as PIRF's re-implementation does) kills the path for good: the first
+    convolution's gradient is W2^T(...) = 0 and the last one's weight gradient delta GELU(0) = 0, so
+    both weights stay zero and only the last bias learns, a constant e(g) = b2 blind to g
+    (docs/paper.md).
+    """
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        self.inner = nn.Conv2d(channels, width, kernel_size=1)
+        self.act = nn.GELU()
+        self.outer = nn.Conv2d(width, channels, kernel_size=3, padding=1)
+        nn.init.zeros_(self.outer.weight)
+        nn.init.zeros_(self.outer.bias)
+
+    def forward(self, guide: Tensor) -> Tensor:
+        return self.outer(self.act(self.inner(guide)))
+
+
 class UNetBackbone(nn.Module):
     """``F(x, c_noise)``: a diffusers `UNet2DModel` that takes the conditioning as a tensor.
 
@@ -189,6 +227,12 @@ class UNetBackbone(nn.Module):
     fields (`pirf.pdes.PDE.conditioning`, set with `set_condition`) is concatenated to x along
     the channels at every call, so the U-Net's input has ``channels + K`` channels and its output
     ``channels``. The buffer is part of the state dict: a checkpoint carries the exact fields.
+
+    Physics guide (``guide_channels`` > 0): ``forward(x, c_noise, guide)`` also takes g shaped
+    like x; its embedding (`GuideEmbedding`, the submodule ``guide_embedding``) is appended after
+    the conditioning fields, so the U-Net's input has ``channels + K + channels`` channels. g None
+    means unguided and is the same call as g = 0 (the embedding of zeros still runs, so every
+    parameter takes part in every call).
     """
 
     condition: Tensor
@@ -199,8 +243,10 @@ class UNetBackbone(nn.Module):
         self.channels = config.channels
         self.resolution = config.resolution
         self.unet = _build_unet(config)
+        if config.guide_channels:
+            self.guide_embedding = GuideEmbedding(config.guide_channels, config.base_channels)
         if config.periodic is not None:
-            make_periodic(self.unet, config.periodic)
+            make_periodic(self, config.periodic)  # the U-Net and the guide's 3x3 convolution
         self.condition_names: tuple[str, ...] = ()  # labels and formulas of the fields (the record's)
         self.condition_formulas: tuple[str, ...] = ()
         if config.condition_channels:
@@ -218,12 +264,25 @@ class UNetBackbone(nn.Module):
         with torch.no_grad():
             self.condition.copy_(fields.to(self.condition))
 
-    def forward(self, x: Tensor, c_noise: float | Tensor) -> Tensor:
+    def forward(self, x: Tensor, c_noise: float | Tensor, guide: Tensor | None = None) -> Tensor:
         # a Python float would be truncated to an integer by UNet2DModel: always pass a float tensor
         c_noise = torch.as_tensor(c_noise, dtype=x.dtype, device=x.device).flatten()
+        if guide is not None and guide.shape != x.shape:
+            raise ShapeError(
+                f"a physics guide of shape {list(guide.shape)} for fields of shape {list(x.shape)}",
+                "pass the guide shaped like the fields (the gradient of the residual norm at x)",
+            )
+        inputs = [x]
         if self.config.condition_channels:
-            fixed = self.condition.to(x.dtype).expand(x.shape[0], *self.condition.shape)
-            x = torch.cat([x, fixed], dim=1)
+            inputs.append(self.condition.to(x.dtype).expand(x.shape[0], *self.condition.shape))
+        if self.config.guide_channels:
+            inputs.append(self.guide_embedding(torch.zeros_like(x) if guide is None else guide))
+        elif guide is not None:
+            raise ConfigError(
+                "a physics guide was passed to a U-Net built without a guide path",
+                "build it with guide_channels = channels (PG-Diffusion), or call it without guide",
+            )
+        x = torch.cat(inputs, dim=1) if len(inputs) > 1 else x
         return self.unet(x, c_noise, return_dict=False)[0]
 
 
@@ -231,7 +290,7 @@ def _build_unet(c: UNetConfig) -> UNet2DModel:
     attention = [res in c.attention_resolutions for res in c.levels]
     return UNet2DModel(
         sample_size=c.resolution,
-        in_channels=c.channels + c.condition_channels,
+        in_channels=c.channels + c.condition_channels + c.guide_channels,
         out_channels=c.channels,
         time_embedding_type="positional",
         time_embedding_dim=4 * c.base_channels,  # EDM: emb_channels = 4 * model_channels
@@ -260,6 +319,7 @@ def make_unet(
     periodic: Periodic = None,
     mid_attention: bool = True,
     condition_channels: int = 0,
+    guide_channels: int = 0,
 ) -> UNetBackbone:
     """A U-Net backbone ``F(x, c_noise)`` for ``[B, channels, resolution, resolution]`` fields.
 
@@ -277,5 +337,6 @@ def make_unet(
         periodic=periodic,
         mid_attention=mid_attention,
         condition_channels=condition_channels,
+        guide_channels=guide_channels,
     )
     return UNetBackbone(config)

@@ -18,6 +18,7 @@ be >= 0; sigma = 0 returns x exactly (the limit of both maps).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -91,8 +92,8 @@ def sigma_column(sigma: float | Tensor, x: Tensor, what: str = "sigma") -> Tenso
     )
 
 
-def _call_backbone(backbone: nn.Module, x_in: Tensor, c: Tensor) -> Tensor:
-    out = backbone(x_in, c)
+def _call_backbone(backbone: nn.Module, x_in: Tensor, c: Tensor, guide: Tensor | None = None) -> Tensor:
+    out = backbone(x_in, c) if guide is None else backbone(x_in, c, guide)
     if out.shape != x_in.shape:
         raise ShapeError(
             f"the backbone returned shape {list(out.shape)} for an input of shape {list(x_in.shape)}",
@@ -144,6 +145,11 @@ class Denoiser(_FieldModel):
     unit-variance target at every sigma; D -> x as sigma -> 0 whatever F does.
 
     ``backbone`` follows `Backbone`; ``channels`` and ``resolution`` default to its attributes.
+
+    PG-Diffusion (Shu et al. 2023): a backbone built with a guide path (`UNetBackbone`,
+    ``guide_channels``) also takes ``guide`` g ``[B, C, H, W]``, the gradient of the residual norm
+    at the noisy x (in x's units, unscaled): D(x, sigma; g) = c_skip x + c_out F(c_in x, c_noise; g).
+    ``guide`` None is the unguided call.
     """
 
     def preconditioning(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -155,11 +161,12 @@ class Denoiser(_FieldModel):
         c_noise = sigma.clamp_min(torch.finfo(sigma.dtype).tiny).log() / 4  # finite at sigma = 0
         return c_skip, c_out, c_in, c_noise
 
-    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        """x0_hat = D(x, sigma) for x ``[B, C, H, W]``; see the class docstring."""
+    def forward(self, x: Tensor, sigma: float | Tensor, guide: Tensor | None = None) -> Tensor:
+        """x0_hat = D(x, sigma) (or D(x, sigma; g) with ``guide``) for x ``[B, C, H, W]``; see the
+        class docstring."""
         sigma = sigma_column(sigma, _check_field(x, self.channels, "Denoiser"))
         c_skip, c_out, c_in, c_noise = self.preconditioning(sigma)
-        return c_skip * x + c_out * _call_backbone(self.backbone, c_in * x, c_noise.flatten())
+        return c_skip * x + c_out * _call_backbone(self.backbone, c_in * x, c_noise.flatten(), guide)
 
 
 def sigma_to_t(sigma: Tensor) -> Tensor:
@@ -250,6 +257,7 @@ def edm_draw(
     x0: Tensor,
     generator: torch.Generator | None = None,
     levels: NoiseLevels = EDM_NOISE,
+    guide: Callable[[Tensor], Tensor | None] | None = None,
 ) -> EDMDraw:
     """EDM's training draw (Karras et al. 2022, eq. 2 and Sec. 5, Table 1 "training"):
 
@@ -257,7 +265,9 @@ def edm_draw(
         lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2,
 
     with one sigma per sample; ``generator`` seeds both sigma and n (on x0's device). lambda
-    makes the effective target of F unit-weighted at every sigma.
+    makes the effective target of F unit-weighted at every sigma. ``guide(x)``, called on the
+    noisy input x = x0 + sigma n after sigma and n are drawn, returns PG-Diffusion's guide for
+    the call D(x, sigma; g), or None for the unguided call (`pirf.training.pgdiffusion`).
     """
     _check_field(x0, denoiser.channels, "edm_loss")
     kw = {"generator": generator, "dtype": x0.dtype, "device": x0.device}
@@ -265,7 +275,9 @@ def edm_draw(
     n = torch.randn(x0.shape, **kw)
     sd = denoiser.sigma_data
     weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
-    x0_hat = denoiser(x0 + sigma * n, sigma.flatten())
+    x = x0 + sigma * n
+    g = None if guide is None else guide(x)
+    x0_hat = denoiser(x, sigma.flatten()) if g is None else denoiser(x, sigma.flatten(), guide=g)
     return EDMDraw(sigma, x0_hat, weight * (x0_hat - x0) ** 2)
 
 

@@ -17,6 +17,9 @@ and read the samples in physical units (docs/export.md has a ~20-line sampler):
   and their values in ``DIR/conditioning.safetensors`` (key ``"fields"``, ``[K, R, R]``);
 - ``pde`` and ``pde_params``, ``fields``, ``resolution`` and the sampler pirf uses (Heun on the
   Karras grid for EDM, on the uniform flow-time grid for flows).
+
+A PG-Diffusion model (a U-Net with a physics guide path, `pirf.training.pgdiffusion`) is refused:
+its guide embedding is a module outside the `UNet2DModel`, which such a folder cannot hold.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from pirf.errors import OutputExistsError
+from pirf.errors import ConfigError, OutputExistsError
 from pirf.files import default_permissions, file_system_error, pid_alive
 from pirf.models.denoiser import Denoiser, FlowDenoiser
 
@@ -123,6 +126,12 @@ def export_model(
     ``overwrite``.
     """
     out = Path(out)
+    if model.backbone.config.guide_channels:
+        raise ConfigError(
+            "this is a PG-Diffusion model: its network reads a physics guide through a learned "
+            "embedding, which a diffusers UNet2DModel folder cannot hold",
+            "sample it with pirf (`pirf sample`), or export a model without a guide path",
+        )
     _refuse_existing(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.tmp-*"):

@@ -17,6 +17,7 @@ from pirf.models.denoiser import SIGMA_MAX, Denoiser, FlowDenoiser
 from pirf.pdes import ConditioningField
 
 ModelKind = Literal["edm", "flow"]
+FIRST_CONV = "backbone.unet.conv_in.weight"  # the U-Net's first convolution, which reads every input
 MODEL_KINDS = ("edm", "flow")
 
 
@@ -34,6 +35,11 @@ def build_denoiser(
     """
     if kind not in MODEL_KINDS:
         raise ConfigError(f"unknown model kind {kind!r}", f"use one of: {', '.join(MODEL_KINDS)}")
+    if unet.guide_channels and kind != "edm":
+        raise ConfigError(
+            f"a {kind} model with a physics guide path (guide_channels = {unet.guide_channels})",
+            "PG-Diffusion's guide applies to EDM models only: use kind 'edm', or no physics guide",
+        )
     unet = dataclasses.replace(unet, condition_channels=len(conditioning))
     backbone = UNetBackbone(unet)
     if conditioning:
@@ -56,6 +62,35 @@ def describe(model: Denoiser | FlowDenoiser) -> dict[str, Any]:
         formulas = backbone.condition_formulas
         described["conditioning"] = [{"name": n, "formula": f} for n, f in zip(names, formulas, strict=True)]
     return described
+
+
+def with_guide_path(model: Denoiser) -> Denoiser:
+    """PG-Diffusion's network warm-started from an EDM ``model`` without a guide path.
+
+    Every parameter and buffer the two share takes ``model``'s value; the U-Net's first
+    convolution takes ``model``'s kernel on its first C + K input channels (the fields and the
+    conditioning) and keeps its fresh (PyTorch default) initialization on the C new ones, which
+    read the guide's embedding (`GuideEmbedding`, last convolution zero). The embedding is 0 for
+    every g, so the new model is ``model`` until training moves it, and the path can learn: the
+    embedding's last convolution gets the nonzero gradient W_new^T delta GELU(conv1x1(g)). (Zeroing
+    the new columns as well would make both factors zero and the path dead, as in PIRF's code.)
+    Fresh parameters are drawn from torch's global generator (seed it first). A model that has a
+    guide path already is returned unchanged.
+    """
+    if model.backbone.config.guide_channels:
+        return model
+    if not isinstance(model, Denoiser):
+        raise ConfigError("a physics guide path for a flow model", "PG-Diffusion applies to EDM models only")
+    unet = dataclasses.replace(model.backbone.config, guide_channels=model.channels)
+    fresh = from_description(describe(model) | {"unet": dataclasses.asdict(unet)})
+    own, base = fresh.state_dict(), model.state_dict()
+    for name, value in base.items():
+        if name == FIRST_CONV:  # [out, C + K + C, 3, 3] here, [out, C + K, 3, 3] in the base
+            own[name][:, : value.shape[1]] = value
+        else:
+            own[name] = value.clone()
+    fresh.load_state_dict(own)
+    return fresh.to(next(model.parameters()).device)
 
 
 def _conditioning_placeholders(record: dict[str, Any], resolution: int) -> tuple[ConditioningField, ...]:

@@ -41,6 +41,7 @@ from pirf.reconstruct.observe import ObservationPlan
 from pirf.rewards import ResidualReward
 from pirf.sampling.chain import per_sample_noise
 from pirf.sampling.draw import check_sampling, resolve_device, sample_seed, sigma_grid
+from pirf.sampling.guided import refuse_physics_guided
 
 ZETA_OBS_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 """Observation weights the sweep tries (normalized units: each channel has unit variance)."""
@@ -222,6 +223,7 @@ def run_reconstruction(
     where = resolve_device(device)
     t0 = time.perf_counter()
     loaded = load_model(spec)
+    refuse_physics_guided(loaded.record, "a reconstruction")
     loaded.module.to(where)
     pde, resolution = loaded.pde, loaded.resolution
     plan = ObservationPlan.parse(observe, pde)

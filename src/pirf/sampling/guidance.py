@@ -14,6 +14,11 @@ x stand for, ||R(x)||_2 (`pirf.rewards.ResidualReward.residual_norm`).
   sec. 3). It needs a backward pass through the network at test time.
 - **CoCoGen** (Jacobsen et al. 2024): the same chain, then ``steps`` gradient steps on the
   final sample itself, x <- x - zeta_c * grad_x ||R(x)||_2 (no network call).
+- **PG-Diffusion** (Shu, Li & Barati Farimani 2023, as PIRF's baselines run it, Yuan et al.
+  2025): a network trained to read a physics guide (`pirf.training.pgdiffusion`) is sampled
+  with Euler steps; step i calls D(x_i, sigma_i) unguided while i < 0.3 N (the first
+  ceil(0.3 N) steps) and D(x_i, sigma_i; g_i), g_i = grad_{x_i} ||R(x_i)||_2, after. N network
+  calls and N - ceil(0.3 N) residual gradients (no backward through the network).
 
 The guidance gradients are taken under `torch.enable_grad` whatever the caller's mode (guidance
 is a test-time computation, usually run under `torch.no_grad`); the returned states are detached.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -115,6 +121,52 @@ def sample_heun_dps(
     return run_chain(step, noise, sigmas, None, return_trajectory)
 
 
+PG_UNGUIDED = 0.3
+"""PG-Diffusion's unguided share of the steps: step i < 0.3 N calls the network unguided."""
+
+
+def pg_unguided_steps(n: int, fraction: float = PG_UNGUIDED) -> int:
+    """How many of n steps run unguided: the i in 0 .. n - 1 with i < fraction * n, ceil(fraction n)
+    (rounded to 9 decimals first, so 0.3 * 10 is 3, not 4 by round-off)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"PG-Diffusion unguided fraction = {fraction}", "use a fraction in [0, 1]")
+    return math.ceil(round(fraction * n, 9))
+
+
+def _pg_euler_step(
+    denoiser: Callable[..., Tensor],
+    loss: GuidanceLoss,
+    unguided: int,
+    i: int,
+    x: Tensor,
+    sigma: Tensor,
+    sigma_next: Tensor,
+    to_zero: bool,
+):
+    sigmas = sigma.expand(x.shape[0])
+    guide = {} if i < unguided else {"guide": loss_gradient(loss, x)}  # g_i = grad_{x_i} ||R(x_i)||_2
+    d = (x - denoiser(x, sigmas, **guide)) / sigma  # dx/dsigma = (x - D(x, sigma; g)) / sigma, EDM eq. 4
+    return x + (sigma_next - sigma) * d, 1, None  # Euler step
+
+
+def sample_euler_pg(
+    denoiser: Callable[..., Tensor],
+    noise: Tensor,
+    sigmas: Tensor,
+    loss: GuidanceLoss,
+    *,
+    unguided_fraction: float = PG_UNGUIDED,
+    return_trajectory: bool = False,
+) -> SampleOutput:
+    """PG-Diffusion's sampler (module docstring): Euler on ``sigmas``, the first
+    `pg_unguided_steps` steps unguided, the others with the guide g = grad_x sum_b loss(x_b) at
+    the step's state. ``denoiser(x, sigma, guide=g)`` is a PG-Diffusion model (`Denoiser` around
+    a U-Net with a guide path); ``nfe`` is N (the residual gradients are not network calls)."""
+    unguided = pg_unguided_steps(sigmas.shape[0] - 1, unguided_fraction)
+    step = partial(_pg_euler_step, denoiser, loss, unguided)
+    return run_chain(step, noise, sigmas, None, return_trajectory)
+
+
 def cocogen_correct(x: Tensor, loss: GuidanceLoss, zeta: float, steps: int) -> Tensor:
     """CoCoGen's corrections of a final sample: ``steps`` times x <- x - zeta grad_x loss(x)."""
     if steps < 0 or not (math.isfinite(zeta) and zeta >= 0):
@@ -125,4 +177,13 @@ def cocogen_correct(x: Tensor, loss: GuidanceLoss, zeta: float, steps: int) -> T
     return x
 
 
-__all__ = ["Guidance", "GuidanceLoss", "cocogen_correct", "loss_gradient", "sample_heun_dps"]
+__all__ = [
+    "PG_UNGUIDED",
+    "Guidance",
+    "GuidanceLoss",
+    "cocogen_correct",
+    "loss_gradient",
+    "pg_unguided_steps",
+    "sample_euler_pg",
+    "sample_heun_dps",
+]

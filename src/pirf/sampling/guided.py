@@ -3,6 +3,10 @@
 `GuidanceSettings` are the user's options; `guidance_chain` turns them into a whole sampling
 chain for `pirf.sampling.draw`: DPS on EDM's Heun chain (DiffusionPDE; Chung et al. 2023) or
 value-guided DDIM (Uehara et al. 2024), both guided by the residual of the model's own PDE.
+
+A PG-Diffusion model (Shu et al. 2023; a network with a guide path, `physics_guided`) has a chain
+of its own, `pg_chain`: `pirf sample` and `pirf evaluate` draw it with that chain (Euler, the
+first 30% of the steps unguided), and other guidance on top of it is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pirf.normalization import Normalization
 from pirf.rewards import ResidualReward
 from pirf.sampling.chain import SampleOutput
 from pirf.sampling.draw import Chain, Model
-from pirf.sampling.guidance import Guidance, sample_heun_dps
+from pirf.sampling.guidance import PG_UNGUIDED, Guidance, GuidanceLoss, sample_euler_pg, sample_heun_dps
 from pirf.sampling.value import VALUE_MODES, RewardValue, check_value_settings, sample_value_guided
 
 GUIDANCE_KINDS = ("none", "dps", "value")
@@ -131,24 +135,80 @@ def guided_sampler(guidance: GuidanceSettings, sampler: str | None) -> str:
     return own
 
 
-def guidance_chain(guidance: GuidanceSettings, record: dict[str, Any]) -> Chain | None:
-    """The sampling chain of ``guidance`` for the model of ``record`` (None: no guidance),
-    guided by the residual reward of the record's PDE on denormalized fields."""
-    guidance.check()
-    if guidance.kind == "none":
-        return None
+def physics_guided(record: dict[str, Any]) -> bool:
+    """Whether the model of ``record`` is a PG-Diffusion model (its U-Net has a guide path)."""
+    return bool((record.get("model") or {}).get("unet", {}).get("guide_channels", 0))
+
+
+def refuse_physics_guided(record: dict[str, Any], what: str) -> None:
+    """Refuse a PG-Diffusion model where ``what`` (a fine-tune, a reconstruction) would call its
+    network unguided with another chain, silently dropping the guide it was trained to read."""
+    if physics_guided(record):
+        raise ConfigError(
+            f"{what} of a PG-Diffusion model (its network reads a physics guide that {what} does not give)",
+            "use its base model (the init of its training run), or sample it with `pirf sample`",
+        )
+
+
+def residual_norm_loss(record: dict[str, Any]) -> GuidanceLoss:
+    """||R(x)||_2 per sample of model-space fields x ``[B, C, H, W]``: denormalized with the
+    record's normalization and read as the reward reads them (`ResidualReward.residual_norm`)."""
     reward = ResidualReward(record_pde(record))
     norm = Normalization.from_dict(record["normalization"])
-    if guidance.kind == "dps":
-        dps_settings = Guidance(
-            lambda x: reward.residual_norm(norm.denormalize(x)), guidance.zeta, guidance.fraction
+    return lambda x: reward.residual_norm(norm.denormalize(x))
+
+
+def pg_chain(record: dict[str, Any], unguided_fraction: float = PG_UNGUIDED) -> Chain:
+    """PG-Diffusion's sampling chain for the model of ``record`` (`sample_euler_pg`): Euler steps,
+    the first ceil(0.3 N) unguided, the others guided by grad_x ||R(x)||_2 at the current state."""
+    loss = residual_norm_loss(record)
+
+    def chain(model: Model, noise: torch.Tensor, sigmas: torch.Tensor) -> SampleOutput:
+        return sample_euler_pg(model, noise, sigmas, loss, unguided_fraction=unguided_fraction)
+
+    return chain
+
+
+def pg_sampler(guidance: GuidanceSettings, sampler: str | None) -> str:
+    """The sampler of a PG-Diffusion model's draw, ``euler``; other guidance or samplers are refused."""
+    if guidance.kind != "none" or sampler not in (None, "euler"):
+        asked = f"--guidance {guidance.kind}" if guidance.kind != "none" else f"--sampler {sampler}"
+        raise ConfigError(
+            f"{asked} for a PG-Diffusion model, which samples with its own guided Euler chain",
+            "drop the option: the model reads its physics guide itself (docs/paper.md, PG-Diffusion)",
         )
+    return "euler"
+
+
+PG_DESCRIPTION = {
+    "kind": "pg-diffusion",
+    "sampler": "euler",
+    "unguided_fraction": PG_UNGUIDED,
+    "guide": "grad_x ||R(x)||_2 at the current state",
+}
+"""How a PG-Diffusion model's samples were drawn (the provenance of a sample file)."""
+
+
+def guidance_chain(guidance: GuidanceSettings, record: dict[str, Any]) -> Chain | None:
+    """The sampling chain of ``guidance`` for the model of ``record`` (None: no guidance),
+    guided by the residual reward of the record's PDE on denormalized fields; for a PG-Diffusion
+    model (`physics_guided`), its own chain (`pg_chain`; other guidance is refused)."""
+    guidance.check()
+    if physics_guided(record):
+        pg_sampler(guidance, None)
+        return pg_chain(record)
+    if guidance.kind == "none":
+        return None
+    if guidance.kind == "dps":
+        dps_settings = Guidance(residual_norm_loss(record), guidance.zeta, guidance.fraction)
 
         def dps(model: Model, noise: torch.Tensor, sigmas: torch.Tensor) -> SampleOutput:
             return sample_heun_dps(model, noise, sigmas, dps_settings)
 
         return dps
-    value, options = RewardValue(reward, norm), guidance.value_options()
+    reward = ResidualReward(record_pde(record))
+    value = RewardValue(reward, Normalization.from_dict(record["normalization"]))
+    options = guidance.value_options()
 
     def value_guided(
         model: Model, noise: torch.Tensor, sigmas: torch.Tensor, generator: Any = None

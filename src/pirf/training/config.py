@@ -84,6 +84,7 @@ class PretrainConfig:
         "sigma_log_uniform": FRACTION,
         "sigma_max": POSITIVE,
         "physics_weight": NON_NEGATIVE,
+        "guide_dropout": FRACTION,
         "seed": NON_NEGATIVE_COUNT,
         "log_every": COUNT,
         "checkpoint_every": COUNT,
@@ -111,6 +112,8 @@ class PretrainConfig:
     init: str = ""  # a model to continue from (its EMA weights); its architecture replaces `model`
     init_kind: Literal["", "edm", "flow"] = ""  # "": the init's kind; else train its network as this kind
     physics_weight: float = 0.0  # c > 0: PIDM's loss, EDM + c R(x0_hat)^2 / (2 sigma) (`pirf.training.pidm`)
+    physics_guide: bool = False  # PG-Diffusion: net reads the residual gradient (`pirf.training.pgdiffusion`)
+    guide_dropout: float = 0.5  # PG-Diffusion: the share of batches trained unguided (g = 0)
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 250

@@ -41,7 +41,7 @@ from pirf.models.checkpoint import (
     save_checkpoint,
 )
 from pirf.models.denoiser import edm_loss, flow_matching_loss
-from pirf.models.factory import build_denoiser, describe, from_description
+from pirf.models.factory import build_denoiser, describe, from_description, with_guide_path
 from pirf.pdes.base import check_seed
 from pirf.pdes.plugins import plugin_of
 from pirf.rewards import ResidualReward
@@ -50,6 +50,7 @@ from pirf.training.config import DataConfig, ModelConfig, PretrainConfig
 from pirf.training.ema import EMA, ema_beta
 from pirf.training.engine import make_accelerator
 from pirf.training.faults import BadSteps, agreed, finite_gradients, nonfinite_reason
+from pirf.training.pgdiffusion import check_pg_settings, guide_loss, pg_loss
 from pirf.training.pidm import pidm_loss
 from pirf.training.progress import progress_bar
 from pirf.training.run_folder import open_run_folder
@@ -69,7 +70,7 @@ class PretrainResult:
     seconds: float
 
 
-def _unet_config(cfg: ModelConfig, channels: int, resolution: int, boundary: str) -> UNetConfig:
+def _unet_config(cfg: ModelConfig, channels: int, resolution: int, boundary: str, guide: bool) -> UNetConfig:
     return UNetConfig(
         channels=channels,
         resolution=resolution,
@@ -80,6 +81,7 @@ def _unet_config(cfg: ModelConfig, channels: int, resolution: int, boundary: str
         dropout=cfg.dropout,
         periodic=PERIODIC_AXES[boundary],
         mid_attention=cfg.mid_attention,
+        guide_channels=channels if guide else 0,  # PG-Diffusion's guide path (`pirf.training.pgdiffusion`)
     )
 
 
@@ -106,6 +108,7 @@ class BatchOrder:
 
 
 Physics = Callable[[torch.Tensor], torch.Tensor]
+"""PIDM's ``residual_mse(x_phys) -> [B]``, or PG-Diffusion's guide loss ``||R(x')||_2`` of model-space x."""
 
 
 def _loss(
@@ -118,6 +121,8 @@ def _loss(
     norm,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(loss, PIDM's physics term or None); ``kind`` is the unwrapped model's ("edm" or "flow")."""
+    if cfg.physics_guide:  # PG-Diffusion: ``physics`` is the guide's loss
+        return pg_loss(model, x0, physics, cfg.guide_dropout, generator, cfg.noise_levels), None
     if physics is not None:
         return pidm_loss(model, x0, physics, norm, cfg.physics_weight, generator, cfg.noise_levels)
     if kind == "edm":
@@ -135,7 +140,8 @@ def _initial_model(cfg: PretrainConfig, dataset: FieldDataset) -> torch.nn.Modul
     checked to be a model of this data set (PDE, resolution, normalization)."""
     info = dataset.info
     if not cfg.init:
-        unet = _unet_config(cfg.model, len(dataset.pde.fields), info.resolution, dataset.pde.boundary)
+        fields, boundary = len(dataset.pde.fields), dataset.pde.boundary
+        unet = _unet_config(cfg.model, fields, info.resolution, boundary, cfg.physics_guide)
         torch.manual_seed(cfg.seed)
         conditioning = dataset.pde.conditioning(info.resolution) if cfg.model.conditioning else ()
         return build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data, conditioning, cfg.sigma_max)
@@ -153,6 +159,9 @@ def _initial_model(cfg: PretrainConfig, dataset: FieldDataset) -> torch.nn.Modul
     if cfg.init_kind and cfg.init_kind != _kind(model):
         model = _as_kind(model, cfg.init_kind)
     model.sigma_max = cfg.sigma_max  # this run's noise range is the model's from now on
+    if cfg.physics_guide and _kind(model) == "edm":
+        torch.manual_seed(cfg.seed)  # the new guide path's initialization
+        model = with_guide_path(model)  # exactly the init model until training moves it
     return model.train()
 
 
@@ -170,6 +179,10 @@ def _as_kind(model, kind: str):
 
 
 def _physics(cfg: PretrainConfig, model, dataset: FieldDataset) -> Physics | None:
+    guided = bool(model.backbone.config.guide_channels)
+    check_pg_settings(cfg.physics_guide, cfg.physics_weight, _kind(model), guided)
+    if cfg.physics_guide:
+        return guide_loss(dataset.pde, dataset.info.normalization)
     if cfg.physics_weight == 0:
         return None
     if cfg.physics_weight < 0 or _kind(model) != "edm":
