@@ -22,7 +22,7 @@ from pirf.finetune.config import (
     TruncationConfig,
     resolve_finetune_config,
 )
-from pirf.finetune.methods import RewardBackprop, Rollout, reward_loss
+from pirf.finetune.methods import RewardBackprop, Rollout, fixed_difference, reward_loss
 from pirf.models.denoiser import FlowDenoiser
 from pirf.models.factory import load_denoiser
 from pirf.normalization import Normalization
@@ -320,6 +320,31 @@ def test_chain_anchor_holds_fixed_channels_before_the_window(base_model, tmp_pat
     assert logged[0]["chain_anchor_drift"] < 1e-10  # first step: the weights are the base weights
     assert max(r["chain_anchor_drift"] for r in logged) > 0
     assert f_change(held) < 0.5 * f_change(free)
+
+
+def test_whitened_anchor_sees_fine_scales_a_pixel_mse_misses():
+    """A red field (power ~ k^-4) rewritten only at its finest scales: the plain anchor barely
+    moves, the whitened one counts the rewritten shells at full weight; equal fields cost 0 and
+    the gradient reaches the fields."""
+    g = torch.Generator().manual_seed(0)
+    k = torch.fft.fftfreq(32, 1 / 32)
+    radius = torch.hypot(k[:, None], k[None, :])
+    filt = 1 / (1 + radius) ** 2
+    base = torch.fft.ifft2(torch.fft.fft2(torch.randn(4, 2, 32, 32, generator=g)) * filt).real
+    fine = torch.fft.ifft2(torch.fft.fft2(torch.randn(4, 2, 32, 32, generator=g)) * (radius > 12) * filt).real
+    moved = (base + fine).requires_grad_(True)
+    fixed = torch.tensor([True, False])
+    plain, white = fixed_difference(moved, base, fixed, False), fixed_difference(moved, base, fixed, True)
+    relative_plain = plain.detach() / base[:, :1].pow(2).mean(dim=(1, 2, 3))
+    assert float(relative_plain.max()) < 0.05  # the fine scales hold a few % of the power
+    shells_moved = int((torch.arange(int(radius.max().round()) + 1) > 12).sum())
+    share = shells_moved / (int(radius.max().round()) + 1)
+    assert float(white.detach().min()) > 0.3 * share  # each rewritten shell counts ~1 (its own power)
+    assert float((white.detach() / relative_plain).min()) > 10
+    assert float(fixed_difference(base, base, fixed, True).max()) == 0.0
+    white.sum().backward()
+    assert moved.grad is not None and float(moved.grad[:, 0].abs().sum()) > 0
+    assert float(moved.grad[:, 1].abs().sum()) == 0  # only the fixed channel is compared
 
 
 # -- a method from outside the package: one class, one builder, one registration line ----------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from pirf.errors import ConfigError, ShapeError
 from pirf.evaluation.fields import (
@@ -70,25 +71,35 @@ def moments(
     return out
 
 
-def power_spectrum(x: Fields, batch_size: int = 256) -> np.ndarray:
-    """Radially averaged power spectrum ``[C, K]`` of fields ``[N, C, H, W]``.
+def shell_power(x: torch.Tensor, *, center: bool = True) -> torch.Tensor:
+    """Power per integer wavenumber shell ``[B, C, K]`` of fields ``[B, C, H, W]`` (differentiable).
 
-    Per sample and channel: subtract the spatial mean, ``P(k) = |FFT2(x)(k)|^2 / (H W)^2``
-    (so the sum over all modes is the spatial variance), then average over the modes of each
-    integer shell ``round(|k|) = 0 .. K-1`` (k in cycles per domain) and over samples. No window
-    is applied: non-periodic fields leak power to high k, equally in both compared sets.
+    ``P(k) = |FFT2(x)(k)|^2 / (H W)^2`` averaged over the modes of shell ``round(|k|) = k``
+    (k in cycles per domain, k = 0 .. K-1), so that the sum over all modes is the spatial mean of
+    x^2; ``center`` first subtracts each field's spatial mean (shell 0 then holds no power).
     """
-    h, w = x.shape[2], x.shape[3]
-    shell = np.rint(np.hypot(*np.meshgrid(np.fft.fftfreq(h) * h, np.fft.fftfreq(w) * w, indexing="ij")))
-    shell = shell.astype(np.int64).ravel()
-    counts = np.bincount(shell)
-    total = np.zeros((x.shape[1], counts.size))
+    h, w = x.shape[-2], x.shape[-1]
+    ky = torch.fft.fftfreq(h, 1.0 / h, dtype=torch.float64)
+    kx = torch.fft.fftfreq(w, 1.0 / w, dtype=torch.float64)
+    shell = torch.round(torch.hypot(ky[:, None], kx[None, :])).to(torch.int64).flatten().to(x.device)
+    counts = torch.bincount(shell).to(x.dtype)
+    if center:
+        x = x - x.mean(dim=(-2, -1), keepdim=True)
+    power = torch.fft.fft2(x).abs().pow(2).flatten(-2) / (h * w) ** 2
+    total = torch.zeros(*power.shape[:-1], counts.numel(), dtype=power.dtype, device=power.device)
+    return total.index_add(-1, shell, power) / counts
+
+
+def power_spectrum(x: Fields, batch_size: int = 256) -> np.ndarray:
+    """Radially averaged power spectrum ``[C, K]`` of fields ``[N, C, H, W]``: `shell_power`
+    (each field's mean removed) averaged over samples, in float64. No window is applied:
+    non-periodic fields leak power to high k, equally in both compared sets.
+    """
+    total = None
     for b in in_batches(x, batch_size):
-        b = b - b.mean(axis=(2, 3), keepdims=True)
-        power = (np.abs(np.fft.fft2(b)) ** 2).sum(axis=0).reshape(b.shape[1], -1) / (h * w) ** 2
-        for c in range(b.shape[1]):
-            total[c] += np.bincount(shell, weights=power[c], minlength=counts.size)
-    return total / (x.shape[0] * counts)
+        power = shell_power(torch.from_numpy(np.asarray(b, dtype=np.float64))).sum(dim=0)
+        total = power if total is None else total + power
+    return (total / x.shape[0]).numpy()
 
 
 def spectrum_error(
@@ -317,6 +328,7 @@ __all__ = [
     "nearest_neighbour_distance",
     "nearest_neighbour_distances",
     "power_spectrum",
+    "shell_power",
     "sliced_wasserstein",
     "spectrum_error",
     "wasserstein_1d",

@@ -87,7 +87,9 @@ class RegularizationConfig:
     not move away from what the base model makes from the same state (`fixed_channel_drift`);
     ``anchor_chain`` * the same drift of the denoiser's estimate at one step drawn before the
     gradient window (`chain_anchor_drift`): the trained layers make every step, so a channel held
-    only inside the window can still drift in the steps before it (issue 24: Poisson's f).
+    only inside the window can still drift in the steps before it (issue 24: Poisson's f);
+    ``anchor_whiten``: both anchors compare per wavenumber shell, relative to the base's power
+    there (`fixed_difference`), instead of as a pixel MSE that barely sees the fine scales.
     Offline: an EMA of the weights started from the base with
     ``ema_halflife_samples`` (0 = no EMA); early stopping keeps the evaluated weights with the
     lowest held-out residual that the fidelity guard admits; at the end the interpolations
@@ -116,6 +118,7 @@ class RegularizationConfig:
     online_lambda: float = 0.0
     anchor_fixed_channels: float = 0.0
     anchor_chain: float = 0.0
+    anchor_whiten: bool = False
     ema_halflife_samples: float = 400.0
     early_stopping: bool = True
     fidelity_tolerance: float = 0.2

@@ -195,6 +195,7 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
                 reference=reference,
                 anchor_weight=cfg.regularization.anchor_fixed_channels,
                 chain_anchor_weight=cfg.regularization.anchor_chain,
+                anchor_whiten=cfg.regularization.anchor_whiten,
                 fixed=fixed,
                 model=ctx.model,
             )

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from pirf.errors import ConfigError
+from pirf.evaluation.distances import shell_power
 from pirf.finetune.config import FinetuneConfig, TruncationConfig
 from pirf.normalization import Normalization
 from pirf.rewards import Reward
@@ -53,6 +54,7 @@ class Rollout:
     reference: Callable[[Tensor, Tensor], Tensor] | None = None  # the frozen base model's D(x, sigma)
     anchor_weight: float = 0.0
     chain_anchor_weight: float = 0.0
+    anchor_whiten: bool = False  # the anchors compare per wavenumber shell (`fixed_difference`)
     fixed: Tensor | None = None  # [C] bool: channels the reward may not move
     model: nn.Module | None = None  # the trained model itself (its own training loss: RWR)
     generators: list[torch.Generator] | None = None  # one per row, for the noise a sampler injects
@@ -227,8 +229,7 @@ def fixed_channel_drift(rollout: Rollout, entering: Tensor, x0: Tensor, start: i
     sigmas = rollout.sigmas[start:]
     with torch.no_grad():
         base = sample_heun(rollout.reference, entering / sigmas[0], sigmas).x0
-    mask = rollout.fixed.to(x0.device)
-    return (x0[:, mask] - base[:, mask]).pow(2).mean(dim=(1, 2, 3))
+    return fixed_difference(x0, base, rollout.fixed, rollout.anchor_whiten)
 
 
 def chain_anchor_drift(rollout: Rollout, x: Tensor, sigma: Tensor) -> Tensor:
@@ -245,8 +246,28 @@ def chain_anchor_drift(rollout: Rollout, x: Tensor, sigma: Tensor) -> Tensor:
     """
     with torch.no_grad():
         base = rollout.reference(x, sigma)
-    mask = rollout.fixed.to(x.device)
-    return (rollout.denoiser(x, sigma)[:, mask] - base[:, mask]).pow(2).mean(dim=(1, 2, 3))
+    return fixed_difference(rollout.denoiser(x, sigma), base, rollout.fixed, rollout.anchor_whiten)
+
+
+def fixed_difference(x: Tensor, base: Tensor, fixed: Tensor, whiten: bool) -> Tensor:
+    """How far ``x`` is from ``base`` on the ``fixed`` channels, per sample ``[B]``.
+
+    Plain: mean_{c fixed, pixels} (x - base)^2. Whitened: the same difference's power per
+    wavenumber shell relative to the base's power there (`shell_power`, batch-averaged),
+
+        mean_{c fixed, k} P_{x - base}(k) / P_base(k),
+
+    so each shell counts as the spectrum error counts it: a pixel MSE weighs shells by their
+    absolute power, and a GRF source holds orders of magnitude less at high k than at low k, so
+    rewriting its fine scales costs the plain form almost nothing.
+    """
+    mask = fixed.to(x.device)
+    difference = x[:, mask] - base[:, mask]
+    if not whiten:
+        return difference.pow(2).mean(dim=(1, 2, 3))
+    reference = shell_power(base[:, mask], center=False).mean(dim=0, keepdim=True)
+    floor = 1e-12 * reference.amax(dim=-1, keepdim=True) + 1e-30
+    return (shell_power(difference, center=False) / (reference + floor)).mean(dim=(1, 2))
 
 
 def build_reward_backprop(cfg: FinetuneConfig, model_kind: str, sigma_data: float) -> RewardBackprop:
@@ -263,6 +284,7 @@ __all__ = [
     "chain_anchor_drift",
     "checkpointed",
     "fixed_channel_drift",
+    "fixed_difference",
     "objective",
     "reward_loss",
 ]
