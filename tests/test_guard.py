@@ -12,7 +12,7 @@ from pirf.bench.cells import choose, judged
 from pirf.bench.table import headline, with_ratios
 from pirf.evaluation import metrics as m
 from pirf.evaluation.distances import diversity
-from pirf.evaluation.guard import GuardTolerances, judge, worst_channel
+from pirf.evaluation.guard import GuardTolerances, Score, judge, worst_channel
 from pirf.finetune import context as context_module
 from pirf.finetune import finetune
 from pirf.finetune.config import EvalConfig, FinetuneConfig, RegularizationConfig, SamplerConfig
@@ -114,6 +114,60 @@ def test_tolerances_limits_and_old_results():
     assert not judge({"fidelity": 1.0, "diverged": True}, base).ok
     assert GuardTolerances.of(RegularizationConfig(channel_spectrum_margin=0.2)).spectrum_margin == 0.2
     assert GuardTolerances.of({"fidelity_tolerance": 0.5}) == GuardTolerances(fidelity=0.5)
+
+
+def test_a_typed_score_is_the_guard_on_the_recorded_mappings():
+    """`Score.judge` on every kind of result the records hold (old ones without channel terms,
+    non-finite, diverged, NaN terms) against every kind of base; the functions on mappings give
+    the same verdicts, and the mapping round-trips (the recorded results stay mappings)."""
+    terms = {"spectrum": 0.057, "std": 0.1, "amplitude": 0.1}
+    base = {"fidelity": 1.0, "residual": 3.0, "channels": {"f": terms}}
+    results = [
+        {"fidelity": 1.1},
+        {"fidelity": 1.3, "channels": {"f": terms}},
+        {"fidelity": 1.0, "channels": {"f": terms | {"spectrum": 0.938}}},
+        {"fidelity": 1.0, "channels": {"f": terms | {"std": float("nan")}}},
+        {"fidelity": None},
+        {"fidelity": float("nan")},
+        {"fidelity": 1.0, "finite": False},
+        {"fidelity": 1.0, "diverged": True},
+    ]
+    score, spectrum, std, finite, no_base = (
+        ("all", "score"),
+        ("f", "spectrum"),
+        ("f", "std"),
+        ("all", "finite"),
+        ("all", "base"),
+    )
+    expected = {  # the failed (channel, term) of each result, per base
+        "base": [(), (score,), (spectrum,), (std,), (finite,), (finite,), (finite,), (finite,)],
+        "non-finite base": [(), (), (), (), (finite,), (finite,), (finite,), (finite,)],
+        "base without a score": [(no_base,)] * 4 + [(finite,)] * 4,
+        "better base": [(score,), (score,), (), (), (finite,), (finite,), (finite,), (finite,)],
+    }
+    bases = {
+        "base": base,
+        "non-finite base": {"fidelity": float("inf"), "finite": False},
+        "base without a score": {"fidelity": None},
+        "better base": {"fidelity": 0.9},
+    }
+    tolerances = GuardTolerances(channel=0.5)
+    for name, b in bases.items():
+        for r, failed in zip(results, expected[name], strict=True):
+            verdict = Score.from_mapping(r).judge(Score.from_mapping(b), tolerances)
+            assert verdict.failed == failed and verdict.ok == (not failed), (name, r, verdict)
+            assert judge(r, b, tolerances) == verdict
+            assert Score.from_mapping(Score.from_mapping(r).to_dict()) == Score.from_mapping(r)
+    worst = Score.from_mapping(results[2]).worst_channel(base)
+    assert (worst.channel, worst.term) == ("f", "spectrum") and worst == worst_channel(results[2], base)
+    assert Score.from_mapping(base).to_dict() == {
+        "fidelity": 1.0,
+        "finite": True,
+        "diverged": False,
+        "channels": {"f": terms},
+    }
+    with pytest.raises(AttributeError):
+        Score(1.0).fidelity = 2.0  # frozen
 
 
 def test_bench_sweep_and_table_refuse_a_channel_the_score_hides():

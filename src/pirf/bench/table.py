@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pirf.bench.config import ROWS
-from pirf.evaluation.guard import GuardTolerances, judge, worst_channel
+from pirf.evaluation.guard import GuardTolerances, Score
 from pirf.evaluation.markdown import markdown_table, num
 from pirf.evaluation.report import write_json
 from pirf.files import atomic_write
@@ -72,12 +72,12 @@ def with_ratios(
     out = []
     for c in cells:
         b = base.get((c["benchmark"], c["steps"]))
-        mine = c["residual"].get("all")
-        worst = worst_channel(c, b, tolerances) if b else None
+        mine, score = c["residual"].get("all"), Score.from_mapping(c)
+        worst = score.worst_channel(b, tolerances) if b else None
         extra = {
             "x_below_base": _ratio(b["residual"].get("all"), mine) if b and mine else None,
             "fidelity_over_base": _ratio(c.get("fidelity"), b.get("fidelity")) if b else None,
-            "guard": judge(c, b, tolerances).to_dict() if b else None,
+            "guard": score.judge(b, tolerances).to_dict() if b else None,
             "worst_channel": None
             if worst is None
             else {**vars(worst), "ratio": worst.ratio, "text": worst.short()},

@@ -22,13 +22,18 @@ composite: a zero-mean GRF channel's sample mean over 32 fields moves by ~0.05 o
 seed set to seed set, and the per-channel SW and diversity add little the spectrum and moments
 do not already see. A result recorded without per-channel terms (a run older than this guard) is
 judged on the composite alone, as before.
+
+A scored result, as the guard reads it, is a `Score` (``Score.from_mapping`` of the mapping the
+scorers write and the records keep: ``{"fidelity", "finite", "channels", ...}``);
+``Score.judge(base, tolerances)`` is the guard, and the functions `judge`, `admissible` and
+`worst_channel` take the mappings directly.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 JUDGED = ("spectrum", "std", "amplitude")
@@ -129,13 +134,6 @@ class Verdict:
         return "admissible" if self.ok else "refused: " + "; ".join(self.failures)
 
 
-def _finite_score(result: Mapping[str, Any]) -> float | None:
-    fid = result.get("fidelity")
-    if result.get("finite") is False or result.get("diverged") or fid is None or math.isnan(fid):
-        return None
-    return float(fid)
-
-
 def channel_changes(
     candidate: Mapping[str, Mapping[str, float]],
     base: Mapping[str, Mapping[str, float]],
@@ -151,46 +149,107 @@ def channel_changes(
     return out
 
 
+@dataclass(frozen=True)
+class Score:
+    """A scored result as the fidelity guard reads it.
+
+    ``fidelity``: the composite fidelity score (None: none); ``finite``: False when the samples
+    were not all finite; ``diverged``: True for a run stopped as diverged; ``channels``: the
+    per-channel terms ``{channel: {term: value}}`` (`pirf.evaluation.metrics.channel_terms`;
+    empty for a result older than the per-channel guard). Other entries of a result (residuals,
+    timings) are not the guard's and stay in the mapping the result is recorded as.
+    """
+
+    fidelity: float | None
+    finite: bool = True
+    diverged: bool = False
+    channels: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, result: Mapping[str, Any] | Score) -> Score:
+        """The guard's view of a result mapping (``fidelity``, ``finite``, ``diverged``,
+        ``channels``; missing ones: no score, finite, not diverged, no channels)."""
+        if isinstance(result, Score):
+            return result
+        fidelity = result.get("fidelity")
+        return cls(
+            None if fidelity is None else float(fidelity),
+            result.get("finite") is not False,
+            bool(result.get("diverged")),
+            result.get("channels") or {},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mapping `from_mapping` reads back to this score."""
+        channels = {c: dict(terms) for c, terms in self.channels.items()}
+        return {
+            "fidelity": self.fidelity,
+            "finite": self.finite,
+            "diverged": self.diverged,
+            "channels": channels,
+        }
+
+    @property
+    def comparable(self) -> float | None:
+        """The composite score the guard compares, or None: non-finite samples, a diverged run,
+        no score or NaN."""
+        if not self.finite or self.diverged or self.fidelity is None or math.isnan(self.fidelity):
+            return None
+        return self.fidelity
+
+    def worst_channel(
+        self, base: Score | Mapping[str, Any], tolerances: GuardTolerances | None = None
+    ) -> Change | None:
+        """The judged per-channel term nearest to (or furthest past) its limit against ``base``,
+        i.e. the largest value / limit; None without per-channel terms on both sides."""
+        base = Score.from_mapping(base)
+        changes = channel_changes(self.channels, base.channels, tolerances or GuardTolerances())
+        return max(changes, key=lambda c: c.load) if changes else None
+
+    def judge(self, base: Score | Mapping[str, Any], tolerances: GuardTolerances | None = None) -> Verdict:
+        """The fidelity guard (module docstring) of this score against ``base``'s: admissible iff
+        finite, score <= (1 + fidelity) score_base and every judged channel term t_c <=
+        max((1 + channel) t_c^base, t_c^base + margin_t). A base with non-finite samples admits
+        any finite score on the composite; a base without a score admits nothing."""
+        base, tol = Score.from_mapping(base), tolerances or GuardTolerances()
+        score, base_score = self.comparable, base.comparable
+        if score is None:
+            return Verdict(False, ("non-finite samples or no fidelity score",), (("all", "finite"),))
+        if base_score is None and base.finite:
+            return Verdict(False, ("the base has no fidelity score to compare with",), (("all", "base"),))
+        failures: list[Change] = []
+        if base_score is not None:  # a non-finite base (inf) admits any finite candidate on the composite
+            limit = (1 + tol.fidelity) * base_score
+            if score > limit:
+                failures.append(Change("all", "score", base_score, score, limit))
+        changes = channel_changes(self.channels, base.channels, tol)
+        failures += [c for c in changes if not c.value <= c.limit]  # NaN fails too
+        return Verdict(
+            not failures,
+            tuple(str(c) for c in failures),
+            tuple((c.channel, c.term) for c in failures),
+            bool(changes),
+        )
+
+
 def worst_channel(
     candidate: Mapping[str, Any], base: Mapping[str, Any], tolerances: GuardTolerances | None = None
 ) -> Change | None:
-    """The judged per-channel term nearest to (or furthest past) its limit, i.e. the largest
-    value / limit, of two results holding ``channels``; None without per-channel terms."""
-    changes = channel_changes(
-        candidate.get("channels") or {}, base.get("channels") or {}, tolerances or GuardTolerances()
-    )
-    return max(changes, key=lambda c: c.load) if changes else None
+    """`Score.worst_channel` of two result mappings."""
+    return Score.from_mapping(candidate).worst_channel(base, tolerances)
 
 
 def judge(
     candidate: Mapping[str, Any], base: Mapping[str, Any], tolerances: GuardTolerances | None = None
 ) -> Verdict:
-    """The fidelity guard (module docstring) on two scored results.
+    """The fidelity guard (`Score.judge`) on two scored results.
 
     A result is a mapping with ``fidelity`` (the composite score; None or NaN: no score),
     optionally ``finite`` (False: non-finite samples) or ``diverged`` (True), and ``channels``
     (`channel_terms`: ``{channel: {term: value}}``). Returns a `Verdict` naming each failed
     channel and term.
     """
-    tol = tolerances or GuardTolerances()
-    score, base_score = _finite_score(candidate), _finite_score(base)
-    if score is None:
-        return Verdict(False, ("non-finite samples or no fidelity score",), (("all", "finite"),))
-    if base_score is None and base.get("finite") is not False:
-        return Verdict(False, ("the base has no fidelity score to compare with",), (("all", "base"),))
-    failures: list[Change] = []
-    if base_score is not None:  # a non-finite base (inf) admits any finite candidate on the composite
-        limit = (1 + tol.fidelity) * base_score
-        if score > limit:
-            failures.append(Change("all", "score", base_score, score, limit))
-    changes = channel_changes(candidate.get("channels") or {}, base.get("channels") or {}, tol)
-    failures += [c for c in changes if not c.value <= c.limit]  # NaN fails too
-    return Verdict(
-        not failures,
-        tuple(str(c) for c in failures),
-        tuple((c.channel, c.term) for c in failures),
-        bool(changes),
-    )
+    return Score.from_mapping(candidate).judge(base, tolerances)
 
 
 def admissible(
@@ -204,6 +263,7 @@ __all__ = [
     "JUDGED",
     "Change",
     "GuardTolerances",
+    "Score",
     "Verdict",
     "admissible",
     "channel_changes",

@@ -2,10 +2,13 @@
 evaluate -> checkpoint, on `accelerate` (CPU, one GPU, several processes).
 
 Its pieces live beside it: the seeded rollout inputs (`pirf.finetune.seeds`: trajectory j of
-iteration i starts from noise seeded by (seed, i, j), whatever process runs it), the optimizer
-step and what the processes share (`pirf.finetune.steps`), the run's context and held-out
-scoring (`pirf.finetune.context`), the run folder and checkpoints (`pirf.finetune.run_folder`)
-and evaluation and model selection (`pirf.finetune.selection`).
+iteration i starts from noise seeded by (seed, i, j), whatever process runs it), what the
+processes share (`pirf.finetune.steps`), the run's context and held-out scoring
+(`pirf.finetune.context`), the run folder and checkpoints (`pirf.finetune.run_folder`) and
+evaluation and model selection (`pirf.finetune.selection`). What every training loop shares
+comes from `pirf.training`: the guarded optimizer step (`steps`), the learning-rate schedule and
+cadence (`schedule`), the checkpoint's tensors (`state`), bad-step accounting (`faults`), the run
+folder's rules (`run_folder`) and the progress bar.
 
 Several processes: each keeps a full replica and the gradients of the trained parameters are
 averaged with one all-reduce per iteration. The loss is the local mean, the all-reduce averages
@@ -36,7 +39,7 @@ from torch import Tensor
 from pirf.config.limits import check_limits
 from pirf.disk import checkpoint_bytes, require_space, run_space_needed, tensor_bytes
 from pirf.errors import ConfigError
-from pirf.files import append_jsonl, crash_point, truncate_jsonl
+from pirf.files import append_jsonl, crash_point
 from pirf.finetune.config import FinetuneConfig, check_method_name, with_model_defaults
 from pirf.finetune.context import build_context, fixed_channels, iteration_sigmas, score
 from pirf.finetune.methods import checkpointed
@@ -45,17 +48,20 @@ from pirf.finetune.regularization import interpolate, online_penalty
 from pirf.finetune.run_folder import RunState, prepare_run_dir, restore, run_record
 from pirf.finetune.seeds import gather_rows, local_rows, seeded_rollout
 from pirf.finetune.selection import evaluate_ema, select_model
-from pirf.finetune.steps import check_in_sync, gathered, learning_rate, optimizer_step, weights_checksum
+from pirf.finetune.steps import check_in_sync, gathered, learning_rate, weights_checksum
 from pirf.locks import output_lock
-from pirf.models.checkpoint import checkpoint_paths, save_checkpoint
+from pirf.models.checkpoint import checkpoint_paths
 from pirf.models.factory import describe
 from pirf.pdes.base import check_seed
 from pirf.rewards import make_reward
 from pirf.training.ema import EMA, ema_beta
 from pirf.training.engine import make_accelerator
-from pirf.training.faults import diverged, nonfinite_reason
+from pirf.training.faults import diverged
 from pirf.training.progress import progress_bar
-from pirf.training.state import optimizer_tensors, prefixed
+from pirf.training.run_folder import rewind_logs
+from pirf.training.schedule import due, set_learning_rate
+from pirf.training.state import save_training_state
+from pirf.training.steps import guarded_step
 
 
 @dataclass
@@ -138,9 +144,8 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
         note = restore(latest, ctx.model, ema, optimizer, state)
         if note and progress and accelerator.is_main_process:
             print(note, flush=True)
-        if accelerator.is_main_process:  # drop what the run logged after its checkpoint: it is redone
-            truncate_jsonl(run_dir / "metrics.jsonl", "iteration", state.iteration)
-            truncate_jsonl(run_dir / "evals.jsonl", "iteration", state.iteration)
+        if accelerator.is_main_process:
+            rewind_logs(run_dir, ("metrics.jsonl", "evals.jsonl"), "iteration", state.iteration)
     ctx.model.to(accelerator.device)
     ema.model.to(accelerator.device)
     if state.base_score is None:
@@ -161,25 +166,15 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
     t0, last_logs = time.perf_counter(), {}
 
     def save(path: Path, iteration: int) -> None:
-        opt_tensors, opt_record = optimizer_tensors(optimizer)
-        tensors = {
-            **prefixed("model", ctx.model.state_dict()),
-            **prefixed("ema", ema.state_dict()),
-            **opt_tensors,
-        }
-        record = run_record(cfg, ctx, iteration) | {
-            "optimizer": opt_record,
-            "state": state.to_dict() | {"seconds": state.seconds + time.perf_counter() - t0},
-        }
-        save_checkpoint(path, tensors, record)
+        own = state.to_dict() | {"seconds": state.seconds + time.perf_counter() - t0}
+        save_training_state(path, ctx.model, ema, optimizer, run_record(cfg, ctx, iteration), {"state": own})
 
     with progress_bar(
         progress and accelerator.is_main_process, cfg.method, cfg.iterations, state.iteration
     ) as bar:
         for iteration in range(state.iteration, cfg.iterations):
             crash_point("finetune.iteration")
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(cfg, iteration)
+            set_learning_rate(optimizer, learning_rate(cfg, iteration))
             rollout = seeded_rollout(
                 cfg.seed,
                 iteration,
@@ -199,23 +194,18 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
                 fixed=fixed,
                 model=ctx.model,
             )
-            stepped, grad_norm = False, math.nan
+            stepped, grad_norm, where = False, math.nan, f"iteration {iteration}"
             for k, (loss, logs) in enumerate(method.updates(rollout)):
                 if k == 0 and _diverged(accelerator, logs, state, cfg):
                     state.bad.record(False)
                     reason = f"median residual above {cfg.divergence_factor:g}x the base model's"
-                    state.bad.stop_if_persistent(
-                        cfg.max_bad_steps, cfg.method, f"iteration {iteration}", latest, reason
-                    )
+                    state.bad.stop_if_persistent(cfg.max_bad_steps, cfg.method, where, latest, reason)
                     break
                 if cfg.regularization.online_lambda > 0:
                     loss = loss + cfg.regularization.online_lambda * online_penalty(ctx.trained, ctx.base)
-                ok, grad_norm = optimizer_step(optimizer, params, loss, cfg.grad_clip, accelerator)
-                state.bad.record(ok)
+                ok, grad_norm = guarded_step(optimizer, params, loss, cfg.grad_clip, accelerator)
                 stepped = stepped or ok
-                state.bad.stop_if_persistent(
-                    cfg.max_bad_steps, cfg.method, f"iteration {iteration}", latest, nonfinite_reason(loss)
-                )
+                state.bad.after_step(ok, cfg.max_bad_steps, cfg.method, where, latest, loss)
             if stepped:
                 ema.update(ctx.model, beta)
             state.iteration = done = iteration + 1
@@ -223,7 +213,7 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
                 "loss": float(accelerator.reduce(loss.detach().reshape(1), reduction="mean")),
                 "grad_norm": grad_norm,
             }
-            if accelerator.is_main_process and (done % cfg.log_every == 0 or done == cfg.iterations):
+            if accelerator.is_main_process and due(done, cfg.log_every, cfg.iterations):
                 line = {
                     "iteration": done,
                     "lr": learning_rate(cfg, iteration),
@@ -232,7 +222,7 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
                     "seconds": state.seconds + time.perf_counter() - t0,
                 }
                 append_jsonl(run_dir / "metrics.jsonl", line)
-            if done % cfg.eval.every == 0 or done == cfg.iterations:
+            if due(done, cfg.eval.every, cfg.iterations):
                 bar.note(f"scoring the EMA weights on {cfg.eval.n} held-out seeds")
                 evaluate_ema(ctx, ema.model, cfg, state, done, run_dir, best_path, accelerator)
             bar.update(
@@ -242,7 +232,7 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
                 **({"best": state.best["residual"]} if state.best else {}),
             )
             good = state.bad.consecutive == 0  # no checkpoint of weights a bad step left
-            if good and (done % cfg.checkpoint_every == 0 or done == cfg.iterations):
+            if good and due(done, cfg.checkpoint_every, cfg.iterations):
                 check_in_sync(accelerator, params, done)
                 if accelerator.is_main_process:
                     save(latest, done)

@@ -18,13 +18,12 @@ from pirf.config import to_dict
 from pirf.config.resume import config_changes
 from pirf.finetune.config import FinetuneConfig
 from pirf.finetune.context import Context
-from pirf.models.checkpoint import load_checkpoint
 from pirf.models.factory import describe
 from pirf.threads import current_threads, follow_recorded
 from pirf.training.ema import EMA
 from pirf.training.faults import BadSteps
 from pirf.training.run_folder import open_run_folder
-from pirf.training.state import load_optimizer, unprefixed
+from pirf.training.state import load_training_state
 
 
 def prepare_run_dir(cfg: FinetuneConfig, resume: bool, allow_change: bool = False) -> Path:
@@ -88,13 +87,9 @@ def restore(
     """Load the run's ``latest`` checkpoint into the model, the EMA, the optimizer and ``state``,
     and compute with the run's recorded thread count (`pirf.threads.follow_recorded`; its note
     for the user is returned)."""
-    tensors, record = load_checkpoint(latest, expect={"stage": "finetune"})
-    note = follow_recorded(record.get("threads"))
-    model.load_state_dict(unprefixed("model", tensors))
-    ema.load_state_dict(unprefixed("ema", tensors))
-    load_optimizer(optimizer, tensors, record["optimizer"])
+    record = load_training_state(latest, model, ema, optimizer, "finetune")
     state.load(record["state"])
-    return note
+    return follow_recorded(record.get("threads"))
 
 
 __all__ = ["RunState", "prepare_run_dir", "restore", "run_record"]

@@ -11,7 +11,7 @@ from typing import Any
 from accelerate import Accelerator
 from torch import nn
 
-from pirf.evaluation.guard import GuardTolerances, Verdict, judge, worst_channel
+from pirf.evaluation.guard import GuardTolerances, Score
 from pirf.files import append_jsonl, read_jsonl, write_json
 from pirf.finetune.config import FinetuneConfig
 from pirf.finetune.context import Context, score, score_state
@@ -35,7 +35,7 @@ def evaluate_ema(
     """Score the EMA weights on the held-out seeds; keep them if they are the best the fidelity
     guard admits. The guard's verdict (which channel and term failed) goes to ``evals.jsonl``."""
     result = score(ctx, weights, cfg)
-    verdict = judge(result, state.base_score, GuardTolerances.of(cfg.regularization))
+    verdict = Score.from_mapping(result).judge(state.base_score, GuardTolerances.of(cfg.regularization))
     improved = (
         cfg.regularization.early_stopping
         and verdict.ok
@@ -89,8 +89,8 @@ def select_model(
     for alpha in cfg.regularization.alphas:
         mixed = interpolate(anchor, ctx.base, alpha)
         candidates.append((anchor_name, alpha, mixed, score_state(ctx, mixed, cfg, progress=talk)))
-    tolerances = GuardTolerances.of(cfg.regularization)
-    verdicts = [judge(c[3], state.base_score, tolerances) for c in candidates]
+    tolerances, base = GuardTolerances.of(cfg.regularization), Score.from_mapping(state.base_score)
+    verdicts = [Score.from_mapping(c[3]).judge(base, tolerances) for c in candidates]
     kept = [c for c, v in zip(candidates, verdicts, strict=True) if v.ok]
     if talk:
         for (n, a, _, _), v in zip(candidates, verdicts, strict=True):
@@ -106,13 +106,12 @@ def select_model(
             state.base_score,
         )
         weights = interpolate(anchor, ctx.base, 0.0)
-    base = state.base_score
     selected = {
         "chosen": _summary(name, alpha, result, base, tolerances),
         "base": {
-            "residual": base["residual"],
-            "fidelity": base["fidelity"],
-            "channels": base.get("channels"),
+            "residual": state.base_score["residual"],
+            "fidelity": state.base_score["fidelity"],
+            "channels": state.base_score.get("channels"),
         },
         "candidates": [_summary(n, a, r, base, tolerances) for n, a, _, r in candidates],
         "fidelity_tolerance": tolerances.fidelity,
@@ -131,11 +130,11 @@ def select_model(
 
 
 def _summary(
-    name: str, alpha: float, result: dict[str, Any], base: dict[str, Any], tolerances: GuardTolerances
+    name: str, alpha: float, result: dict[str, Any], base: Score, tolerances: GuardTolerances
 ) -> dict[str, Any]:
     """One candidate of the selection: its scores, the guard's verdict and its worst channel."""
-    verdict: Verdict = judge(result, base, tolerances)
-    worst = worst_channel(result, base, tolerances)
+    mine = Score.from_mapping(result)
+    verdict, worst = mine.judge(base, tolerances), mine.worst_channel(base, tolerances)
     return {
         "weights": name,
         "alpha": alpha,

@@ -1,15 +1,13 @@
-"""One optimizer step of the fine-tuning loop, and what the processes share each iteration: the
-learning rate, the gradient all-reduce, the gathered logs and the check that every process holds
-the same weights.
+"""What the fine-tuning loop's processes share each iteration: the learning rate, the gathered logs
+and the check that every process holds the same weights.
 
 The network is called 2N - 1 times per rollout, a pattern DDP's reducer (one forward per
 backward) does not support; so each process keeps a full replica and the gradients of the
-trained parameters are averaged with one all-reduce per iteration (`accelerate`'s ``reduce``).
+trained parameters are averaged with one all-reduce per iteration, inside the guarded step every
+loop takes (`pirf.training.steps.guarded_step` with ``sync="all-reduce"``).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from accelerate import Accelerator
@@ -17,26 +15,15 @@ from torch import Tensor, nn
 
 from pirf.errors import NonFiniteError
 from pirf.finetune.config import FinetuneConfig
-from pirf.training.faults import agreed, finite_gradients
+from pirf.training.schedule import learning_rate as scheduled_rate
 
 
 def learning_rate(cfg: FinetuneConfig, iteration: int) -> float:
-    warm = min(1.0, (iteration + 1) / max(1, cfg.warmup_iterations))
-    if cfg.lr_schedule == "constant":
-        return cfg.lr * warm
-    progress = iteration / max(1, cfg.iterations)
-    return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def _all_reduce_gradients(accelerator: Accelerator, params: list[nn.Parameter]) -> None:
-    if accelerator.num_processes == 1:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
-    offset = 0
-    for p, g in zip(params, grads, strict=True):
-        p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
-        offset += g.numel()
+    """Linear warm-up over ``warmup_iterations`` times, for "cosine", a cosine from ``lr`` at
+    iteration 0 toward 0 one iteration after the last (`pirf.training.schedule.learning_rate`):
+    lr(i) = lr min(1, (i + 1) / W) (1 + cos(pi i / iterations)) / 2."""
+    warmup, end = cfg.warmup_iterations, cfg.iterations
+    return scheduled_rate(iteration, lr=cfg.lr, schedule=cfg.lr_schedule, warmup=warmup, decay_end=end)
 
 
 def gathered(accelerator: Accelerator, logs: dict[str, Tensor]) -> dict[str, float]:
@@ -68,35 +55,4 @@ def check_in_sync(accelerator: Accelerator, params: list[nn.Parameter], iteratio
         )
 
 
-def optimizer_step(
-    optimizer: torch.optim.Optimizer,
-    params: list[nn.Parameter],
-    loss: Tensor,
-    grad_clip: float,
-    accelerator: Accelerator | None = None,
-) -> tuple[bool, float]:
-    """One step on ``loss``: backward, average the gradients over processes, skip the step
-    everywhere if any process has a non-finite loss or gradient, clip the norm to ``grad_clip``
-    (0: no clip), step. Returns (stepped, gradient norm before clipping)."""
-    optimizer.zero_grad(set_to_none=True)
-    ok = agreed(bool(torch.isfinite(loss)), accelerator)
-    if ok:
-        loss.backward()
-        if accelerator is not None:
-            _all_reduce_gradients(accelerator, params)
-    if not (ok and agreed(finite_gradients(params), accelerator)):
-        optimizer.zero_grad(set_to_none=True)
-        return False, math.nan
-    grad_norm = _grad_norm(params)
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    optimizer.step()
-    return True, grad_norm
-
-
-def _grad_norm(params: list[nn.Parameter]) -> float:
-    grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
-    return float(torch.cat(grads).norm()) if grads else 0.0
-
-
-__all__ = ["check_in_sync", "gathered", "learning_rate", "optimizer_step", "weights_checksum"]
+__all__ = ["check_in_sync", "gathered", "learning_rate", "weights_checksum"]

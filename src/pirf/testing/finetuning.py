@@ -10,18 +10,18 @@ import torch
 from pirf.finetune.config import FinetuneConfig
 from pirf.finetune.registry import make_method, refuse_black_box
 from pirf.finetune.seeds import seeded_rollout
-from pirf.finetune.steps import optimizer_step
 from pirf.models.denoiser import SIGMA_MAX, Denoiser, FlowDenoiser
 from pirf.normalization import Normalization
 from pirf.rewards import Reward
 from pirf.sampling import karras_sigmas
+from pirf.training.steps import guarded_step
 
 
 def finetune_testbed(
     model: Denoiser | FlowDenoiser, cfg: FinetuneConfig, reward: Reward
 ) -> list[dict[str, float]]:
     """Fine-tune a test-bed ``model`` in place with the method ``cfg.method`` names, with the
-    fine-tuning loop's own pieces (`make_method`, `seeded_rollout`, `optimizer_step`), against
+    fine-tuning loop's own pieces (`make_method`, `seeded_rollout`, the guarded step `guarded_step`), against
     the frozen copy it starts as. Every parameter trains; no EMA, evaluation or checkpoints (the
     loop's parts that need a PDE). Uses ``cfg``'s method, iterations, batch_size, lr, grad_clip,
     seed, loss, sampler, policy and regression. Returns per iteration the mean reward of the
@@ -55,7 +55,7 @@ def finetune_testbed(
         )
         for update in method.updates(rollout):
             loss, logs = update
-            optimizer_step(optimizer, params, loss, cfg.grad_clip)
+            guarded_step(optimizer, params, loss, cfg.grad_clip)
         history.append({"reward": -float(logs["residual_mse"].mean()), "loss": float(loss.detach())})
     return history
 

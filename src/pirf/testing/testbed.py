@@ -44,6 +44,8 @@ from torch import Tensor, nn
 from pirf.errors import ConfigError, ShapeError
 from pirf.models.denoiser import Denoiser, FlowDenoiser, edm_loss, flow_matching_loss
 from pirf.testing.mixture import GaussianMixture
+from pirf.training.schedule import learning_rate, set_learning_rate
+from pirf.training.steps import guarded_step
 
 Parametrization = Literal["edm", "flow"]
 
@@ -213,25 +215,24 @@ def train_testbed_base(
 
     A fresh batch of ``batch_size`` draws every step; `edm_loss` for a ``Denoiser``,
     `flow_matching_loss` (uniform t) for a ``FlowDenoiser``. ``seed`` fixes the data draws and
-    the loss's noise. ``cosine`` anneals the learning rate from ``lr`` to 0 over ``steps``
-    (cosine), which removes most of Adam's end-of-run jitter. Works for any pirf model on
-    ``[B, d, 1, 1]`` fields, not only testbed ones.
+    the loss's noise. ``cosine`` anneals the learning rate from ``lr`` to 0 over ``steps``,
+    lr(s) = lr (1 + cos(pi s / steps)) / 2 (`pirf.training.schedule.learning_rate`, the fine-tune's
+    cosine without warm-up), which removes most of Adam's end-of-run jitter. Each step is the
+    training loops' guarded step (a non-finite loss or gradient moves nothing). Works for any pirf
+    model on ``[B, d, 1, 1]`` fields, not only testbed ones.
     """
-    param = next(model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]
     data_gen = torch.Generator(device=data.means.device).manual_seed(seed)
-    loss_gen = torch.Generator(device=param.device).manual_seed(seed + 1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if cosine else None
+    loss_gen = torch.Generator(device=params[0].device).manual_seed(seed + 1)
+    optimizer = torch.optim.Adam(params, lr=lr)
     loss_fn = flow_matching_loss if isinstance(model, FlowDenoiser) else edm_loss
+    schedule = "cosine" if cosine else "constant"
     history = []
-    for _ in range(steps):
-        x0 = data.sample(batch_size, data_gen).to(dtype=param.dtype, device=param.device)
+    for step in range(steps):
+        set_learning_rate(optimizer, learning_rate(step, lr=lr, schedule=schedule, decay_end=steps))
+        x0 = data.sample(batch_size, data_gen).to(dtype=params[0].dtype, device=params[0].device)
         loss = loss_fn(model, x0[:, :, None, None], loss_gen)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if schedule is not None:
-            schedule.step()
+        guarded_step(optimizer, params, loss, clip=0.0, measure_norm=False)
         history.append(loss.item())
     return history
 

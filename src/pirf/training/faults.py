@@ -56,6 +56,15 @@ class BadSteps:
         self.consecutive = 0 if ok else self.consecutive + 1
         self.total += 0 if ok else 1
 
+    def after_step(
+        self, stepped: bool, limit: int, what: str, where: str, checkpoint: Path, loss: Tensor | float
+    ) -> None:
+        """Count a guarded step (`pirf.training.steps.guarded_step`) and, if it did not step,
+        stop once more than ``limit`` in a row were bad, naming the loss or the gradient."""
+        self.record(stepped)
+        if not stepped:
+            self.stop_if_persistent(limit, what, where, checkpoint, nonfinite_reason(loss))
+
     def stop_if_persistent(self, limit: int, what: str, where: str, checkpoint: Path, reason: str) -> None:
         """Raise `DivergenceError` once more than ``limit`` steps in a row were bad."""
         if self.consecutive <= limit:

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 
 from pirf import pdes
 from pirf.config import to_dict
@@ -32,14 +31,10 @@ from pirf.config.resume import config_changes
 from pirf.data import FieldDataset, generate_dataset
 from pirf.disk import checkpoint_bytes, require_space, run_space_needed, tensor_bytes
 from pirf.errors import ConfigError
-from pirf.files import append_jsonl, crash_point, truncate_jsonl
+from pirf.files import append_jsonl, crash_point
 from pirf.locks import output_lock
 from pirf.models.backbone import UNetConfig
-from pirf.models.checkpoint import (
-    load_checkpoint,
-    load_into,
-    save_checkpoint,
-)
+from pirf.models.checkpoint import load_checkpoint, save_checkpoint
 from pirf.models.denoiser import edm_loss, flow_matching_loss
 from pirf.models.factory import build_denoiser, describe, from_description, with_guide_path
 from pirf.pdes.base import check_seed
@@ -49,12 +44,14 @@ from pirf.threads import current_threads, follow_recorded
 from pirf.training.config import DataConfig, ModelConfig, PretrainConfig
 from pirf.training.ema import EMA, ema_beta
 from pirf.training.engine import make_accelerator
-from pirf.training.faults import BadSteps, agreed, finite_gradients, nonfinite_reason
+from pirf.training.faults import BadSteps
 from pirf.training.pgdiffusion import check_pg_settings, guide_loss, pg_loss
 from pirf.training.pidm import pidm_loss
 from pirf.training.progress import progress_bar
-from pirf.training.run_folder import open_run_folder
-from pirf.training.state import load_optimizer, optimizer_tensors, prefixed, unprefixed
+from pirf.training.run_folder import open_run_folder, rewind_logs
+from pirf.training.schedule import due, learning_rate, set_learning_rate
+from pirf.training.state import load_training_state, save_training_state
+from pirf.training.steps import guarded_step
 
 PERIODIC_AXES = {"dirichlet": None, "periodic": "xy", "periodic-x": "x"}
 COMPILE_MIN_STEPS = 200
@@ -195,14 +192,17 @@ def _physics(cfg: PretrainConfig, model, dataset: FieldDataset) -> Physics | Non
 
 def _learning_rate(cfg: PretrainConfig, step: int) -> float:
     """Linear warm-up over ``warmup_steps`` (EDM's lr ramp), then constant, or a cosine decay
-    from ``lr`` to ``lr_final * lr`` at the last step (Loshchilov & Hutter 2017, SGDR, without
-    restarts): lr(s) = lr (f + (1 - f) (1 + cos(pi p)) / 2), p = (s - warmup) / (steps - warmup)."""
-    ramp = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-    if cfg.lr_schedule == "constant" or step < cfg.warmup_steps:
-        return cfg.lr * ramp
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - 1 - cfg.warmup_steps)
-    f = cfg.lr_final
-    return cfg.lr * (f + (1 - f) * (1 + math.cos(math.pi * min(1.0, progress))) / 2)
+    from ``lr`` to ``lr_final * lr`` at the last step (`pirf.training.schedule.learning_rate`):
+    lr(s) = lr (f + (1 - f) (1 + cos(pi p)) / 2), p = (s - warmup) / (steps - 1 - warmup)."""
+    return learning_rate(
+        step,
+        lr=cfg.lr,
+        schedule=cfg.lr_schedule,
+        warmup=cfg.warmup_steps,
+        decay_start=cfg.warmup_steps,
+        decay_end=cfg.steps - 1,
+        final=cfg.lr_final,
+    )
 
 
 def _record(cfg: PretrainConfig, dataset: FieldDataset, model, step: int, seconds: float) -> dict[str, Any]:
@@ -295,20 +295,18 @@ def _pretrain(cfg: PretrainConfig, *, resume: bool, progress: bool, allow_change
     start, seconds, pending, bad = 0, 0.0, [], BadSteps()
     latest = run_dir / "checkpoints" / "latest"
     if resuming:
-        tensors, record = load_checkpoint(latest, expect={"stage": "pretrain"})
-        load_into(model, unprefixed("model", tensors))
-        ema.load_state_dict(unprefixed("ema", tensors))
-        load_optimizer(optimizer, tensors, record["optimizer"])
+        record = load_training_state(latest, model, ema, optimizer, "pretrain")
         start, seconds = int(record["step"]), float(record["train_seconds"])
         pending = [torch.tensor(v, dtype=torch.float32) for v in record.get("pending_losses", [])]
         bad = BadSteps(int(record.get("bad_steps", 0)))
         if (note := follow_recorded(record.get("threads"))) and progress and accelerator.is_main_process:
             print(note, flush=True)
-        if accelerator.is_main_process:  # drop what the run logged after its checkpoint: it is redone
-            truncate_jsonl(run_dir / "metrics.jsonl", "step", start)
+        if accelerator.is_main_process:
+            rewind_logs(run_dir, ("metrics.jsonl",), "step", start)
     if cfg.compile and cfg.steps - start >= COMPILE_MIN_STEPS:
         compile_network(model)
     model, optimizer = accelerator.prepare(model, optimizer)
+    params = [p for p in model.parameters() if p.requires_grad]
     order = BatchOrder(len(dataset), cfg.batch_size, cfg.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
     losses: list[torch.Tensor] = pending  # losses since the last log line (kept across a resume)
@@ -317,12 +315,9 @@ def _pretrain(cfg: PretrainConfig, *, resume: bool, progress: bool, allow_change
 
     def save(step: int) -> None:
         raw = accelerator.unwrap_model(model)
-        opt_tensors, opt_record = optimizer_tensors(optimizer)
-        tensors = {**prefixed("model", raw.state_dict()), **prefixed("ema", ema.state_dict()), **opt_tensors}
         record = _record(cfg, dataset, raw, step, seconds + time.perf_counter() - t0)
-        record |= {"optimizer": opt_record, "pending_losses": [float(v) for v in losses]}
-        record |= {"bad_steps": bad.total}
-        save_checkpoint(latest, tensors, record)
+        extra = {"pending_losses": [float(v) for v in losses], "bad_steps": bad.total}
+        save_training_state(latest, raw, ema, optimizer, record, extra)
 
     with progress_bar(progress and accelerator.is_main_process, "pretrain", cfg.steps, start) as bar:
         for step in range(start, cfg.steps):
@@ -333,24 +328,21 @@ def _pretrain(cfg: PretrainConfig, *, resume: bool, progress: bool, allow_change
                 _step_seed(cfg.seed, step, rank)
             )
             torch.manual_seed(_step_seed(cfg.seed, step, rank))  # dropout
-            for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(cfg, step)
+            set_learning_rate(optimizer, _learning_rate(cfg, step))
             loss, physics_term = _loss(model, kind, x0, cfg, generator, physics, norm)
-            if _guarded_step(accelerator, model, optimizer, loss, cfg.grad_clip):
-                bad.record(True)
+            stepped, _ = guarded_step(
+                optimizer, params, loss, cfg.grad_clip, accelerator, sync="ddp", measure_norm=False
+            )
+            bad.after_step(stepped, cfg.max_bad_steps, "pretrain", f"step {step}", latest, loss)
+            if stepped:
                 seen = (step + 1) * cfg.batch_size
                 beta = ema_beta(cfg.batch_size, cfg.ema_halflife_samples, seen, cfg.ema_rampup)
                 ema.update(accelerator.unwrap_model(model), beta)
                 losses.append(loss.detach())
                 if physics_term is not None:
                     physics_terms.append(physics_term)
-            else:
-                bad.record(False)
-                bad.stop_if_persistent(
-                    cfg.max_bad_steps, "pretrain", f"step {step}", latest, nonfinite_reason(loss)
-                )
             done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            if due(done, cfg.log_every, cfg.steps):
                 last = float(torch.stack(losses).mean()) if losses else math.nan
                 losses.clear()
                 elapsed = time.perf_counter() - t0
@@ -368,8 +360,8 @@ def _pretrain(cfg: PretrainConfig, *, resume: bool, progress: bool, allow_change
                 if accelerator.is_main_process:
                     append_jsonl(run_dir / "metrics.jsonl", line)
                 bar.update(done, loss=last)
-            due = done % cfg.checkpoint_every == 0 or done == cfg.steps
-            if accelerator.is_main_process and due and bad.consecutive == 0:  # weights of a good step
+            good = bad.consecutive == 0  # no checkpoint of weights a bad step left
+            if accelerator.is_main_process and good and due(done, cfg.checkpoint_every, cfg.steps):
                 save(done)
     total = seconds + time.perf_counter() - t0
     if accelerator.is_main_process:
@@ -386,29 +378,6 @@ def compile_network(model: torch.nn.Module) -> None:
 
     torch._dynamo.config.suppress_errors = True
     model.backbone.unet.compile()
-
-
-def _guarded_step(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    loss: torch.Tensor,
-    clip: float,
-) -> bool:
-    """Backward, clip to ``clip`` (0: off) and step, unless the loss or a gradient is NaN or inf on
-    any process: then nothing changes and False is returned (`pirf.training.faults`)."""
-    optimizer.zero_grad(set_to_none=True)
-    if not agreed(bool(torch.isfinite(loss)), accelerator):
-        return False
-    accelerator.backward(loss)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not agreed(finite_gradients(params), accelerator):
-        optimizer.zero_grad(set_to_none=True)
-        return False
-    if clip > 0:
-        accelerator.clip_grad_norm_(params, clip)
-    optimizer.step()
-    return True
 
 
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:

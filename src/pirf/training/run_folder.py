@@ -7,7 +7,8 @@ A run folder holds ``config.json`` (the settings it was started with), its logs 
   checkpoint (``--resume`` continues it);
 - a resumed run first finishes checkpoint saves that were killed midway (`recover_checkpoint`),
   then refuses settings other than the run's own unless ``allow_change``, which records them
-  (`check_resumed_config`); a run killed before its first checkpoint starts over.
+  (`check_resumed_config`); a run killed before its first checkpoint starts over;
+- a resumed run drops the log lines written after its checkpoint (`rewind_logs`): it redoes them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from pirf.config import to_dict
 from pirf.config.resume import check_resumed_config
 from pirf.errors import DataFileError, OutputExistsError
-from pirf.files import write_json, write_text
+from pirf.files import truncate_jsonl, write_json, write_text
 from pirf.models.checkpoint import read_checkpoint_config, recover_checkpoint
 
 
@@ -62,4 +63,11 @@ def open_run_folder(
     return False
 
 
-__all__ = ["open_run_folder"]
+def rewind_logs(run_dir: Path, logs: Sequence[str], counter: str, at: int) -> None:
+    """Keep the lines of each log in ``logs`` up to ``counter`` = ``at``, the checkpoint a run
+    resumes from; what the run logged after it is redone (main process only)."""
+    for name in logs:
+        truncate_jsonl(run_dir / name, counter, at)
+
+
+__all__ = ["open_run_folder", "rewind_logs"]
