@@ -1,5 +1,5 @@
 """Two CPU processes under torchrun (accelerate's MULTI_CPU over gloo) fine-tune in lockstep and
-match one process with the same global batch."""
+match one process with the same global batch, and pretrain (DDP) to a model that loads."""
 
 import json
 import os
@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import pirf.pdes as pdes
+from pirf import data
 from pirf.finetune import finetune
 from pirf.models.factory import load_denoiser
 
 WORKER = Path(__file__).parent / "workers" / "finetune_worker.py"
+PRETRAIN_WORKER = WORKER.parent / "pretrain_worker.py"
 sys.path.insert(0, str(WORKER.parent))
 from finetune_worker import config  # noqa: E402
 
@@ -63,3 +66,35 @@ def test_two_processes_stay_in_sync_and_match_one(tiny_poisson_model, tmp_path):
     wb = load_denoiser(two / "model", weights="model")[0].state_dict()
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["edm", "flow"])
+def test_two_process_pretraining_writes_one_loadable_model(tmp_path, kind):
+    """DDP wraps the denoiser: the losses must reach it through the wrapper (a wrapped model has
+    no ``channels``), and only rank 0 writes the run."""
+    path = tmp_path / "poisson.h5"
+    data.generate_dataset(pdes.get("poisson"), 32, path, resolution=16, progress=False)
+    out = tmp_path / "run"
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        str(PRETRAIN_WORKER),
+        str(path),
+        str(out),
+        kind,
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    losses = [json.loads(ln)["loss"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    model, record = load_denoiser(out / "model")
+    assert record["config"]["model"]["kind"] == kind
+    with torch.no_grad():
+        x = model(torch.randn(2, 2, 16, 16), torch.full((2,), 0.5))
+    assert torch.isfinite(x).all()

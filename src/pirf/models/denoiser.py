@@ -65,6 +65,13 @@ def _model_attribute(backbone: nn.Module, name: str, given: int | None) -> int:
     return int(value)
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The denoiser itself, for reading its attributes (``channels``, ``sigma_data``), when
+    ``model`` is a data-parallel wrapper around it (DistributedDataParallel keeps it as
+    ``.module``); calls still go through the wrapper, which synchronizes their gradients."""
+    return model if hasattr(model, "channels") else getattr(model, "module", model)
+
+
 def _check_field(x: Tensor, channels: int, who: str) -> Tensor:
     if x.ndim != 4 or x.shape[1] != channels:
         raise ShapeError(
@@ -201,8 +208,14 @@ class FlowDenoiser(_FieldModel):
         t = sigma_column(t, _check_field(x_t, self.channels, "FlowDenoiser"), "t")
         return _call_backbone(self.backbone, x_t, t.flatten())
 
-    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        """x0_hat = x_t - t v(x_t, t) at x_t = x / (1 + sigma), t = sigma / (1 + sigma)."""
+    def forward(self, x: Tensor, sigma: float | Tensor, *, as_velocity: bool = False) -> Tensor:
+        """x0_hat = x_t - t v(x_t, t) at x_t = x / (1 + sigma), t = sigma / (1 + sigma).
+
+        ``as_velocity``: x is x_t and sigma the flow time t; returns v(x_t, t) itself, so that
+        training reaches the velocity through the module's call (a data-parallel wrapper only
+        synchronizes gradients of calls that go through it)."""
+        if as_velocity:
+            return self.velocity(x, sigma)
         sigma = sigma_column(sigma, _check_field(x, self.channels, "FlowDenoiser"))
         t, x_t = sigma_to_t(sigma), x / (1 + sigma)
         return x_t - t * self.velocity(x_t, t)
@@ -269,11 +282,11 @@ def edm_draw(
     noisy input x = x0 + sigma n after sigma and n are drawn, returns PG-Diffusion's guide for
     the call D(x, sigma; g), or None for the unguided call (`pirf.training.pgdiffusion`).
     """
-    _check_field(x0, denoiser.channels, "edm_loss")
+    _check_field(x0, unwrapped(denoiser).channels, "edm_loss")
     kw = {"generator": generator, "dtype": x0.dtype, "device": x0.device}
     sigma = levels.draw(x0.shape[0], generator, x0.dtype, x0.device)
     n = torch.randn(x0.shape, **kw)
-    sd = denoiser.sigma_data
+    sd = unwrapped(denoiser).sigma_data
     weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
     x = x0 + sigma * n
     g = None if guide is None else guide(x)
@@ -343,12 +356,12 @@ def flow_matching_losses(
     with one t per sample from `sample_flow_times` (``levels``: its log-uniform share).
     ``generator`` seeds t and eps.
     """
-    _check_field(x0, model.channels, "flow_matching_loss")
+    _check_field(x0, unwrapped(model).channels, "flow_matching_loss")
     t = sample_flow_times(x0.shape[0], x0, generator, time_sampling, logit_mean, logit_std, levels)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     t4 = t.reshape(-1, 1, 1, 1)
     x_t = (1 - t4) * x0 + t4 * eps
-    return ((model.velocity(x_t, t) - (eps - x0)) ** 2).mean(dim=(1, 2, 3))
+    return ((model(x_t, t, as_velocity=True) - (eps - x0)) ** 2).mean(dim=(1, 2, 3))
 
 
 def flow_matching_loss(
