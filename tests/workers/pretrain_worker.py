@@ -1,5 +1,5 @@
-"""Run a short pretraining from the command line: ``python pretrain_worker.py DATA OUT KIND`` (used
-under torchrun by tests/test_distributed.py)."""
+"""Run short pretrainings from the command line: ``python pretrain_worker.py DATA OUT KIND[,KIND]``
+(one run per kind, in OUT/KIND; used under torchrun by tests/test_distributed.py)."""
 
 import sys
 
@@ -21,4 +21,5 @@ def config(data: str, out: str, kind: str) -> PretrainConfig:
 
 
 if __name__ == "__main__":
-    pretrain(config(sys.argv[1], sys.argv[2], sys.argv[3]), progress=False)
+    for kind in sys.argv[3].split(","):
+        pretrain(config(sys.argv[1], f"{sys.argv[2]}/{kind}", kind), progress=False)
