@@ -35,23 +35,18 @@ def _lines(run, name):
     ]
 
 
-def test_two_processes_stay_in_sync_and_match_one(tiny_poisson_model, tmp_path):
-    two = tmp_path / "two"
+def _torchrun_two(worker: Path, *args: object) -> None:
+    """Run ``worker args...`` as two CPU processes under torchrun; fail with its stderr."""
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_free_port()),
-        str(WORKER),
-        str(tiny_poisson_model),
-        str(two),
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += ["--master_port", str(_free_port()), str(worker), *map(str, args)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_two_processes_stay_in_sync_and_match_one(tiny_poisson_model, tmp_path):
+    two = tmp_path / "two"
+    _torchrun_two(WORKER, tiny_poisson_model, two)
     ranks = [json.loads((two / f"checksum-rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1]  # bit-identical weights on both processes
     one = tmp_path / "one"
@@ -74,22 +69,7 @@ def test_two_process_pretraining_writes_one_loadable_model(tmp_path):
     path = tmp_path / "poisson.h5"
     data.generate_dataset(pdes.get("poisson"), 32, path, resolution=16, progress=False)
     out = tmp_path / "runs"
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_free_port()),
-        str(PRETRAIN_WORKER),
-        str(path),
-        str(out),
-        "edm,flow",
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _torchrun_two(PRETRAIN_WORKER, path, out, "edm,flow")
     for kind in ("edm", "flow"):
         lines = (out / kind / "metrics.jsonl").read_text().splitlines()
         losses = [json.loads(ln)["loss"] for ln in lines]

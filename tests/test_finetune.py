@@ -269,57 +269,49 @@ def test_shipped_finetune_configs_resolve_for_every_method(name):
                 assert all(getattr(getattr(cfg, section), k) == v for k, v in values.items()), section
 
 
+def _metric_rows(run):
+    return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _f_change(base_model, run) -> float:
+    """Mean squared change of the source f in the fine-tuned denoiser against the base's, at
+    sigma = 0.5 from fixed random states."""
+    model_b, model_a = load_denoiser(base_model)[0], load_denoiser(run / "model", weights="model")[0]
+    x = torch.randn(4, 2, 16, 16, generator=torch.Generator().manual_seed(1))
+    sigma = torch.full((4,), 0.5)
+    with torch.no_grad():
+        return float((model_a(x, sigma)[:, 0] - model_b(x, sigma)[:, 0]).pow(2).mean())
+
+
 def test_anchor_holds_the_channels_the_reward_cannot_move(base_model, tmp_path):
     """Poisson's reward moves u only; the anchor keeps f near what the base model makes."""
-
-    def drift(run):
-        return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
 
     free = tmp_path / "free"
     finetune(_config(base_model, free, lr=3e-3, iterations=6), progress=False)
     held = tmp_path / "held"
     reg = RegularizationConfig(anchor_fixed_channels=100.0, ema_halflife_samples=8.0, alphas=(0.5,))
     finetune(_config(base_model, held, lr=3e-3, iterations=6, regularization=reg), progress=False)
-    rows = drift(held)
-    assert all("anchor_drift" in r for r in rows) and "anchor_drift" not in drift(free)[0]
+    rows = _metric_rows(held)
+    assert all("anchor_drift" in r for r in rows) and "anchor_drift" not in _metric_rows(free)[0]
     assert rows[0]["anchor_drift"] < 1e-10  # first step: the weights are the base weights
-
-    def f_change(run):
-        model_b, model_a = load_denoiser(base_model)[0], load_denoiser(run / "model", weights="model")[0]
-        x = torch.randn(4, 2, 16, 16, generator=torch.Generator().manual_seed(1))
-        sigma = torch.full((4,), 0.5)
-        with torch.no_grad():
-            return float((model_a(x, sigma)[:, 0] - model_b(x, sigma)[:, 0]).pow(2).mean())
-
-    assert f_change(held) < 0.5 * f_change(free)
+    assert _f_change(base_model, held) < 0.5 * _f_change(base_model, free)
 
 
 def test_chain_anchor_holds_fixed_channels_before_the_window(base_model, tmp_path):
     """The chain anchor compares the fixed channel of both denoisers at a step before the window:
     zero while the weights are the base's, and it keeps f's denoiser near the base's at a noise
     level the window never visits (sigma = 0.5)."""
-
-    def rows(run):
-        return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-
-    def f_change(run):
-        model_b, model_a = load_denoiser(base_model)[0], load_denoiser(run / "model", weights="model")[0]
-        x = torch.randn(4, 2, 16, 16, generator=torch.Generator().manual_seed(1))
-        sigma = torch.full((4,), 0.5)
-        with torch.no_grad():
-            return float((model_a(x, sigma)[:, 0] - model_b(x, sigma)[:, 0]).pow(2).mean())
-
     free = tmp_path / "free"
     finetune(_config(base_model, free, lr=3e-3, iterations=6), progress=False)
     held = tmp_path / "chain"
     reg = RegularizationConfig(anchor_chain=100.0, ema_halflife_samples=8.0, alphas=(0.5,))
     finetune(_config(base_model, held, lr=3e-3, iterations=6, regularization=reg), progress=False)
-    logged = rows(held)
+    logged = _metric_rows(held)
     assert all("chain_anchor_drift" in r and "anchor_drift" not in r for r in logged)
-    assert "chain_anchor_drift" not in rows(free)[0]
+    assert "chain_anchor_drift" not in _metric_rows(free)[0]
     assert logged[0]["chain_anchor_drift"] < 1e-10  # first step: the weights are the base weights
     assert max(r["chain_anchor_drift"] for r in logged) > 0
-    assert f_change(held) < 0.5 * f_change(free)
+    assert _f_change(base_model, held) < 0.5 * _f_change(base_model, free)
 
 
 def test_whitened_anchor_sees_fine_scales_a_pixel_mse_misses():

@@ -105,14 +105,30 @@ class CoCoGenConfig:
 
 
 @dataclass
-class PIDMConfig:
-    """PIDM: continue the base model's training with EDM + c R(x0_hat)^2 / (2 sigma)
-    (`pirf.training.pidm`); ``weight`` is c, ``weights`` overrides it per benchmark."""
+class ContinuedTraining:
+    """How a training-based baseline continues the base model's training (`pirf.bench.models`):
+    optimizer steps, batch, learning rate and warm-up."""
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "steps": COUNT,
+        "batch_size": COUNT,
+        "lr": POSITIVE,
+        "warmup_steps": NON_NEGATIVE_COUNT,
+    }
 
     steps: int = 500
     batch_size: int = 32
     lr: float = 1e-4
     warmup_steps: int = 20
+
+
+@dataclass
+class PIDMConfig(ContinuedTraining):
+    """PIDM: continue the base model's training with EDM + c R(x0_hat)^2 / (2 sigma)
+    (`pirf.training.pidm`); ``weight`` is c, ``weights`` overrides it per benchmark."""
+
+    LIMITS: ClassVar[dict[str, Limit]] = {**ContinuedTraining.LIMITS, "weight": NON_NEGATIVE}
+
     weight: float = 0.01
     weights: dict[str, float] = field(default_factory=dict)
 
@@ -121,22 +137,12 @@ class PIDMConfig:
 
 
 @dataclass
-class PGDiffusionConfig:
+class PGDiffusionConfig(ContinuedTraining):
     """PG-Diffusion: continue the base model's training with a physics-guide path and guide dropout
     (`pirf.training.pgdiffusion`), warm-started so that it starts as the base model."""
 
-    LIMITS: ClassVar[dict[str, Limit]] = {
-        "steps": COUNT,
-        "batch_size": COUNT,
-        "lr": POSITIVE,
-        "warmup_steps": NON_NEGATIVE_COUNT,
-        "guide_dropout": FRACTION,
-    }
+    LIMITS: ClassVar[dict[str, Limit]] = {**ContinuedTraining.LIMITS, "guide_dropout": FRACTION}
 
-    steps: int = 500
-    batch_size: int = 32
-    lr: float = 1e-4
-    warmup_steps: int = 20
     guide_dropout: float = 0.5
 
 
