@@ -34,7 +34,7 @@ from pirf.models.denoiser import edm_loss
 from pirf.models.factory import build_denoiser
 from pirf.sampling import karras_sigmas, sample_heun
 from pirf.training.config import PretrainConfig
-from pirf.training.pretrain import PERIODIC_AXES, _unet_config
+from pirf.training.pretrain import PERIODIC_AXES, unet_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TRAIN, SAMPLE = "pretraining", "sampling"
@@ -47,7 +47,7 @@ def build(name: str, steps: int, n: int) -> tuple[dict[str, Any], Callable[[], N
     res, channels = pde.default_resolution, len(pde.fields)
     assert pde.boundary in PERIODIC_AXES
     conditioning = pde.conditioning(res) if cfg.model.conditioning else ()  # as `pretrain` builds it
-    unet = _unet_config(cfg.model, channels, res, pde.boundary)
+    unet = unet_config(cfg.model, channels, res, pde.boundary, cfg.physics_guide)
     model = build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data, conditioning)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(0)
@@ -58,7 +58,7 @@ def build(name: str, steps: int, n: int) -> tuple[dict[str, Any], Callable[[], N
     def train() -> None:
         model.train()
         for _ in range(steps):
-            loss = edm_loss(model, x, generator, cfg.p_mean, cfg.p_std)
+            loss = edm_loss(model, x, generator, cfg.noise_levels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -126,6 +126,27 @@ def test_console_script_lists_pdes():
         (["finetune", "darcy", "iterations=3", "-p", "lr=1e-05"], {"iterations": 3, "lr": 1e-05}),
         (["demo", "iterations=4", "-p", "seed=2"], {"iterations": 4, "seed": 2}),
         (["bench", "n=16", "-p", "seed=5"], {"n": 16, "seed": 5}),
+        (["sample", "darcy", "out=s", "-p", "n=3"], {"out": "s", "n": 3}),
+        (["sample", "darcy", "--out", "s", "--n", "8", "n=3"], {"n": 3}),  # the key, applied last, wins
+        (
+            ["sample", "darcy", "out=s", "guidance.kind=dps", "--zeta", "0.01"],
+            {
+                "guidance": {
+                    "kind": "dps",
+                    "zeta": 0.01,
+                    "mode": None,
+                    "alpha": None,
+                    "candidates": None,
+                    "fraction": 0.2,
+                    "eta": None,
+                }
+            },
+        ),
+        (["evaluate", "darcy", "out=e", "steps=[20,80]", "--set", "n=5"], {"steps": [20, 80], "n": 5}),
+        (
+            ["reconstruct", "darcy", "data=d.h5", "observe=u:0.03", "--out", "r", "-p", "tune=2"],
+            {"data": "d.h5", "observe": "u:0.03", "out": "r", "tune": 2},
+        ),
     ],
 )
 def test_every_config_verb_takes_bare_and_option_overrides(argv, expected, capsys):
@@ -136,3 +157,38 @@ def test_every_config_verb_takes_bare_and_option_overrides(argv, expected, capsy
     assert code in (0, None), err
     shown = yaml.safe_load(out)
     assert {key: shown[key] for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("verb", "module", "name"),
+    [
+        ("sample", "pirf.evaluation.config", "SampleConfig"),
+        ("evaluate", "pirf.evaluation.config", "EvaluateConfig"),
+        ("reconstruct", "pirf.reconstruct.config", "ReconstructConfig"),
+    ],
+)
+def test_flag_defaults_are_the_config_defaults(verb, module, name):
+    """A verb's flags and its config are one setting each: a flag left out resolves to the
+    config's default (the CLI passes every flag's value, so the two defaults must agree)."""
+    import importlib
+
+    import typer.main
+
+    from pirf.config.convert import defaults_of
+    from pirf.config.resume import flat
+
+    cls = getattr(importlib.import_module(module), name)
+    defaults = flat(defaults_of(cls))  # dotted keys; required keys absent
+    command = typer.main.get_command(cli.app).commands[verb]
+    flags = {p.name: p.default for p in command.params if p.name not in ("overrides", "settings", "show")}
+    guide = {"guidance": "kind", "guidance_mode": "mode", "alpha": "alpha", "candidates": "candidates"}
+    keys = {flag: f"guidance.{key}" for flag, key in (guide | {"zeta": "zeta", "eta": "eta"}).items()}
+    for flag, value in flags.items():
+        key = keys.get(flag, flag) if verb == "sample" else flag
+        if key not in defaults:  # a required key: its flag is optional so that KEY=VALUE may set it
+            assert value is None, (flag, value)
+        elif value is None and defaults[key] is not None:  # left out: the config's default applies
+            assert flag == "steps" and verb == "evaluate", (flag, defaults[key])
+        else:
+            assert value == defaults[key], (flag, value, defaults[key])
+    assert set(flags) >= {"n", "seed", "batch_size", "device", "overwrite"}

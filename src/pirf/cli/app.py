@@ -11,7 +11,8 @@ never load torch (tests/test_cli_startup.py keeps it so; benchmarks/startup_time
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, NoReturn
+from collections.abc import Mapping
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +21,8 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from pirf.errors import ConfigError, PirfError
 from pirf.pdes.plugins import load_plugin
+
+T = TypeVar("T")
 
 
 def _no_type_label(ctx: typer.Context) -> None:
@@ -150,6 +153,26 @@ def overrides_of(*groups: list[str] | None) -> list[str]:
     """The config overrides of a command, bare ``KEY=VALUE`` arguments and ``-p KEY=VALUE`` options
     alike, in the order given: every verb with a config takes both (one override syntax)."""
     return [item for group in groups for item in group or []]
+
+
+OverrideArguments = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="KEY=VALUE...", help="setting overrides key=value (e.g. n=32 steps=40)"),
+]
+ShowOption = Annotated[bool, typer.Option(help="print the resolved settings and exit")]
+
+
+def verb_settings(cls: type[T], flags: Mapping[str, Any], overrides: list[str], show: bool) -> T | None:
+    """A verb's settings (a config dataclass): its defaults < the flags given (``flags``, None
+    values left out) < ``KEY=VALUE`` overrides. With ``show``, print them as YAML and return None."""
+    from pirf.config import dump_yaml, load_config
+
+    given = {key: value for key, value in flags.items() if value is not None}
+    cfg = load_config(cls, None, overrides, base=given)
+    if show:
+        console.print(dump_yaml(cfg), highlight=False, markup=False)
+        return None
+    return cfg
 
 
 SpecArgument = Annotated[

@@ -13,16 +13,19 @@ from pirf.cli.app import (
     BatchOption,
     Command,
     DeviceOption,
+    OverrideArguments,
     OverrideOption,
     OverwriteOption,
     SamplerOption,
     SeedOption,
+    ShowOption,
     SpecArgument,
     app,
     console,
     err_console,
     overrides_of,
     use_cpu_threads,
+    verb_settings,
 )
 
 
@@ -84,7 +87,8 @@ def pretrain_command(
 @app.command("sample", cls=Command, short_help="Draw samples of a trained model into a pirf data file.")
 def sample_command(
     spec: SpecArgument,
-    out: Annotated[Path, typer.Option(help="output folder: samples.h5 and samples.png")],
+    overrides: OverrideArguments = None,
+    out: Annotated[Path | None, typer.Option(help="output folder: samples.h5 and samples.png")] = None,
     n: Annotated[int, typer.Option("--n", help="number of samples")] = 16,
     steps: Annotated[int, typer.Option(help="sampler steps (Heun: 2 steps - 1 network calls)")] = 20,
     seed: SeedOption = 0,
@@ -124,33 +128,40 @@ def sample_command(
     eta: Annotated[
         float | None, typer.Option(help="value guidance: DDIM noise level in (0, 1] (default 1)")
     ] = None,
+    settings: OverrideOption = None,
+    show: ShowOption = False,
 ) -> None:
     """Draw samples of a trained model and write them, in physical units, as a pirf data file
     (`pirf data check OUT/samples.h5` compares them with the model's data floor). --guidance
-    steers the chain toward a lower PDE residual; its settings are recorded with the samples."""
+    steers the chain toward a lower PDE residual; its settings are recorded with the samples.
+    Every flag is also a key: `pirf sample darcy out=s n=32 guidance.kind=dps guidance.zeta=0.01`."""
+    from pirf.evaluation.config import SampleConfig
     from pirf.evaluation.metrics import relative_to_floor
     from pirf.evaluation.runner import sample
     from pirf.evaluation.sample_files import sample_file_residual
-    from pirf.sampling.guided import GuidanceSettings
 
-    settings = GuidanceSettings(
-        kind=guidance, mode=guidance_mode, alpha=alpha, candidates=candidates, zeta=zeta, eta=eta
-    )
+    flags = {"out": out, "n": n, "steps": steps, "seed": seed, "sampler": sampler}
+    flags |= {"batch_size": batch_size, "device": device, "overwrite": overwrite}
+    guide = {"kind": guidance, "mode": guidance_mode, "alpha": alpha, "candidates": candidates}
+    flags["guidance"] = {k: v for k, v in (guide | {"zeta": zeta, "eta": eta}).items() if v is not None}
+    cfg = verb_settings(SampleConfig, flags, overrides_of(overrides, settings), show)
+    if cfg is None:
+        return
     use_cpu_threads()
     path, drawn, record = sample(
         spec,
-        out,
-        n=n,
-        steps=steps,
-        seed=seed,
-        sampler=sampler,
-        batch_size=batch_size,
-        device=device,
-        overwrite=overwrite,
-        guidance=settings,
+        cfg.out,
+        n=cfg.n,
+        steps=cfg.steps,
+        seed=cfg.seed,
+        sampler=cfg.sampler,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        overwrite=cfg.overwrite,
+        guidance=cfg.guidance,
     )
     console.print(
-        f"wrote {n} samples to {escape(str(path))} in {drawn.seconds:.1f} s "
+        f"wrote {cfg.n} samples to {escape(str(path))} in {drawn.seconds:.1f} s "
         f"({drawn.samples_per_s:.2f} samples/s, "
         f"{drawn.nfe_per_sample} network calls per sample, {drawn.device})"
     )
@@ -171,7 +182,10 @@ def sample_command(
 @app.command("evaluate", cls=Command, short_help="Sample a trained model and score it beside the data floor.")
 def evaluate_command(
     spec: SpecArgument,
-    out: Annotated[Path, typer.Option(help="output folder: report.json, report.md and figures")],
+    overrides: OverrideArguments = None,
+    out: Annotated[
+        Path | None, typer.Option(help="output folder: report.json, report.md and figures")
+    ] = None,
     n: Annotated[int, typer.Option("--n", help="samples per step count")] = 256,
     steps: Annotated[
         list[int] | None,
@@ -190,26 +204,36 @@ def evaluate_command(
     batch_size: BatchOption = 64,
     device: DeviceOption = None,
     overwrite: OverwriteOption = False,
+    settings: OverrideOption = None,
+    show: ShowOption = False,
 ) -> None:
     """Sample a trained model and score it: residual per region beside the data floor, fidelity
-    to held-out data, memorization, cost; writes report.json, report.md and figures."""
+    to held-out data, memorization, cost; writes report.json, report.md and figures. Every flag
+    is also a key: `pirf evaluate darcy out=e steps=[20,80] n=64`."""
+    from pirf.evaluation.config import EvaluateConfig
     from pirf.evaluation.markdown import summary_rows
     from pirf.evaluation.runner import evaluate
 
+    flags = {"out": out, "n": n, "steps": steps or None, "seed": seed, "sampler": sampler}
+    flags |= {"reference": reference, "n_reference": n_reference, "train": train}
+    flags |= {"batch_size": batch_size, "device": device, "overwrite": overwrite}
+    cfg = verb_settings(EvaluateConfig, flags, overrides_of(overrides, settings), show)
+    if cfg is None:
+        return
     use_cpu_threads()
     report = evaluate(
         spec,
-        n=n,
-        steps=steps or [20],
-        seed=seed,
-        sampler=sampler,
-        reference=reference,
-        train=train,
-        n_reference=n_reference,
-        batch_size=batch_size,
-        device=device,
-        out=out,
-        overwrite=overwrite,
+        n=cfg.n,
+        steps=cfg.steps,
+        seed=cfg.seed,
+        sampler=cfg.sampler,
+        reference=cfg.reference,
+        train=cfg.train,
+        n_reference=cfg.n_reference,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        out=cfg.out,
+        overwrite=cfg.overwrite,
     )
     model = report["model"]
     headers, rows = summary_rows(report)
@@ -225,7 +249,7 @@ def evaluate_command(
         if run["nonfinite"]:
             err_console.print(f"{run['steps']} steps: {run['nonfinite']} of {run['n']} samples are NaN/inf")
     console.print(f"memorization: {escape(report['train']['note'])}")
-    console.print(f"reports and figures in {escape(str(out))} ({report['seconds']:.1f} s)")
+    console.print(f"reports and figures in {escape(str(cfg.out))} ({report['seconds']:.1f} s)")
 
 
 @app.command("export", cls=Command, short_help="Write a model as a diffusers folder that loads without pirf.")
@@ -233,13 +257,19 @@ def export_command(
     spec: SpecArgument,
     out: Annotated[Path, typer.Argument(metavar="OUT", help="output folder: unet/ (diffusers), pirf.json")],
     overwrite: Annotated[bool, typer.Option(help="replace an existing folder OUT")] = False,
+    show: Annotated[bool, typer.Option(help="print the pirf.json it would write and exit")] = False,
 ) -> None:
     """Write a model as a plain diffusers folder that loads without pirf: OUT/unet is a
     UNet2DModel (UNet2DModel.from_pretrained(OUT/unet)); OUT/pirf.json says how to sample it
     (EDM or flow, normalization, periodic axes, conditioning fields, PDE). See docs/export.md."""
-    from pirf.models.export import export_model
+    import json
+
+    from pirf.models.export import export_description, export_model
     from pirf.models.loading import load_model
 
     model, record, path = load_model(spec)
+    if show:
+        console.print(json.dumps(export_description(model, record), indent=1), highlight=False, markup=False)
+        return
     folder = export_model(model, record, out, overwrite=overwrite)
     console.print(f"exported {escape(str(path))} to {escape(str(folder))} (unet/, pirf.json)")

@@ -13,11 +13,16 @@ from pirf.cli.app import (
     BatchOption,
     Command,
     DeviceOption,
+    OverrideArguments,
+    OverrideOption,
     OverwriteOption,
+    ShowOption,
     SpecArgument,
     app,
     console,
+    overrides_of,
     use_cpu_threads,
+    verb_settings,
 )
 
 
@@ -28,15 +33,20 @@ from pirf.cli.app import (
 )
 def reconstruct_command(
     spec: SpecArgument,
-    data: Annotated[Path, typer.Option(help="held-out solver data: case i reconstructs its sample i")],
+    overrides: OverrideArguments = None,
+    data: Annotated[
+        Path | None, typer.Option(help="held-out solver data: case i reconstructs its sample i")
+    ] = None,
     observe: Annotated[
-        str,
+        str | None,
         typer.Option(
             metavar="FIELD:FRACTION,...",
             help="observed share of each field, e.g. u:0.03 (inverse), a:1.0 (forward), a:0.03,u:0.03",
         ),
-    ],
-    out: Annotated[Path, typer.Option(help="output folder: reconstructions.h5, report.json/.md, figure")],
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="output folder: reconstructions.h5, report.json/.md, figure")
+    ] = None,
     n: Annotated[int, typer.Option("--n", help="cases (samples 0 .. n-1 of --data)")] = 64,
     steps: Annotated[int, typer.Option(help="Heun steps")] = 20,
     seed: Annotated[
@@ -58,32 +68,42 @@ def reconstruct_command(
     batch_size: BatchOption = 16,
     device: DeviceOption = None,
     overwrite: OverwriteOption = False,
+    settings: OverrideOption = None,
+    show: ShowOption = False,
 ) -> None:
     """Reconstruct held-out fields from a fraction of their pixels with a trained model as the
     prior (forward problems: the coefficient observed; inverse problems: sparse solution values),
     and score the reconstructions: relative L2 error per field (error rate for Darcy's two-phase
-    a), residual against the data floor, network and gradient calls. See docs/inverse.md."""
+    a), residual against the data floor, network and gradient calls. See docs/inverse.md.
+    Every flag is also a key: `pirf reconstruct darcy data=d.h5 observe=u:0.03 out=r n=16`."""
     from pirf.reconstruct import reconstruct
+    from pirf.reconstruct.config import ReconstructConfig
 
+    flags = {"data": data, "observe": observe, "out": out, "n": n, "steps": steps, "seed": seed}
+    flags |= {"method": method, "zeta_obs": zeta_obs, "zeta_pde": zeta_pde, "tune": tune}
+    flags |= {"batch_size": batch_size, "device": device, "overwrite": overwrite}
+    cfg = verb_settings(ReconstructConfig, flags, overrides_of(overrides, settings), show)
+    if cfg is None:
+        return
     use_cpu_threads()
     result = reconstruct(
         spec,
-        data,
-        observe,
-        out=out,
-        overwrite=overwrite,
-        n=n,
-        steps=steps,
-        seed=seed,
-        method=method,
-        zeta_obs=zeta_obs,
-        zeta_pde=zeta_pde,
-        tune_cases=tune,
-        batch_size=batch_size,
-        device=device,
+        cfg.data,
+        cfg.observe,
+        out=cfg.out,
+        overwrite=cfg.overwrite,
+        n=cfg.n,
+        steps=cfg.steps,
+        seed=cfg.seed,
+        method=cfg.method,
+        zeta_obs=cfg.zeta_obs,
+        zeta_pde=cfg.zeta_pde,
+        tune_cases=cfg.tune,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
     )
     report = result.report
-    table = Table(title=f"reconstruction errors ({report['method']['name']}, {n} cases)")
+    table = Table(title=f"reconstruction errors ({report['method']['name']}, {cfg.n} cases)")
     for col in ("field", "observed", "metric", "mean", "median"):
         table.add_column(col)
     for name, e in report["errors"].items():
@@ -92,4 +112,4 @@ def reconstruct_command(
         )
     console.print(table)
     chosen = ", ".join(f"{k} = {v:g}" for k, v in report["method"].items() if k != "name")
-    console.print(f"weights: {chosen}; results in {escape(str(out))}")
+    console.print(f"weights: {chosen}; results in {escape(str(cfg.out))}")

@@ -2,10 +2,11 @@
 
     python -m pirf.config.reference > docs/config.md
 
-For each verb's config (pretrain, finetune, bench) one table: the dotted key (what an override
-``KEY=VALUE`` names), its type, its default, the range `pirf.config.limits` checks it against,
-and the note written beside the field in the source. Nested sections (``model``, ``sampler``,
-``regularization``, ...) are flattened to dotted keys; a section's docstring heads its rows.
+For each verb's config (pretrain, finetune, bench, sample, evaluate, reconstruct) one table: the
+dotted key (what an override ``KEY=VALUE`` names), its type, its default, the range
+`pirf.config.limits` checks it against, and the note written beside the field in the source.
+Nested sections (``model``, ``sampler``, ``regularization``, ...) are flattened to dotted keys;
+a section's docstring heads its rows.
 A test keeps docs/config.md equal to this output, so the page cannot drift from the code.
 """
 
@@ -24,6 +25,9 @@ CONFIGS = (
     ("pirf pretrain", "pirf.training.config", "PretrainConfig"),
     ("pirf finetune", "pirf.finetune.config", "FinetuneConfig"),
     ("pirf bench", "pirf.bench.config", "BenchConfig"),
+    ("pirf sample", "pirf.evaluation.config", "SampleConfig"),
+    ("pirf evaluate", "pirf.evaluation.config", "EvaluateConfig"),
+    ("pirf reconstruct", "pirf.reconstruct.config", "ReconstructConfig"),
 )
 _FIELD_NOTE = re.compile(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$")
 

@@ -45,13 +45,13 @@ class GuidanceSettings:
       DDIM's noise level in (0, 1] (default 1).
     """
 
-    kind: str = "none"
-    mode: str | None = None
-    alpha: float | None = None
-    candidates: int | None = None
-    zeta: float | None = None
-    fraction: float = 0.2
-    eta: float | None = None
+    kind: str = "none"  # none, dps (DPS on the Heun chain) or value (value-guided DDIM)
+    mode: str | None = None  # value guidance: gradient (the default) or best-of
+    alpha: float | None = None  # value guidance: KL weight in reward units (smaller guides harder)
+    candidates: int | None = None  # value guidance, best-of: proposals per step (default 4)
+    zeta: float | None = None  # dps: step size of x -= zeta grad ||R(D(x))||_2
+    fraction: float = 0.2  # dps: share of the steps (the last ones) that are guided
+    eta: float | None = None  # value guidance: DDIM noise level in (0, 1] (default 1)
 
     def check(self) -> None:
         """Refuse unknown kinds and options that the chosen guidance would ignore."""

@@ -67,7 +67,7 @@ class PretrainResult:
     seconds: float
 
 
-def _unet_config(cfg: ModelConfig, channels: int, resolution: int, boundary: str, guide: bool) -> UNetConfig:
+def unet_config(cfg: ModelConfig, channels: int, resolution: int, boundary: str, guide: bool) -> UNetConfig:
     return UNetConfig(
         channels=channels,
         resolution=resolution,
@@ -138,7 +138,7 @@ def _initial_model(cfg: PretrainConfig, dataset: FieldDataset) -> torch.nn.Modul
     info = dataset.info
     if not cfg.init:
         fields, boundary = len(dataset.pde.fields), dataset.pde.boundary
-        unet = _unet_config(cfg.model, fields, info.resolution, boundary, cfg.physics_guide)
+        unet = unet_config(cfg.model, fields, info.resolution, boundary, cfg.physics_guide)
         torch.manual_seed(cfg.seed)
         conditioning = dataset.pde.conditioning(info.resolution) if cfg.model.conditioning else ()
         return build_denoiser(cfg.model.kind, unet, cfg.model.sigma_data, conditioning, cfg.sigma_max)
