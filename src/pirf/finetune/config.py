@@ -89,7 +89,10 @@ class RegularizationConfig:
     gradient window (`chain_anchor_drift`): the trained layers make every step, so a channel held
     only inside the window can still drift in the steps before it (issue 24: Poisson's f);
     ``anchor_whiten``: both anchors compare per wavenumber shell, relative to the base's power
-    there (`fixed_difference`), instead of as a pixel MSE that barely sees the fine scales.
+    there (`fixed_difference`), instead of as a pixel MSE that barely sees the fine scales;
+    ``anchor_spectrum`` * the mean squared log difference, per channel and wavenumber shell,
+    between the batch's power spectrum and the base model's (`spectrum_anchor`): a distribution
+    anchor on every channel, for benchmarks whose every channel enters the reward (Kolmogorov).
     Offline: an EMA of the weights started from the base with
     ``ema_halflife_samples`` (0 = no EMA); early stopping keeps the evaluated weights with the
     lowest held-out residual that the fidelity guard admits; at the end the interpolations
@@ -107,6 +110,7 @@ class RegularizationConfig:
         "online_lambda": NON_NEGATIVE,
         "anchor_fixed_channels": NON_NEGATIVE,
         "anchor_chain": NON_NEGATIVE,
+        "anchor_spectrum": NON_NEGATIVE,
         "ema_halflife_samples": NON_NEGATIVE,
         "fidelity_tolerance": NON_NEGATIVE,
         "channel_tolerance": NON_NEGATIVE,
@@ -119,6 +123,7 @@ class RegularizationConfig:
     anchor_fixed_channels: float = 0.0
     anchor_chain: float = 0.0
     anchor_whiten: bool = False
+    anchor_spectrum: float = 0.0
     ema_halflife_samples: float = 400.0
     early_stopping: bool = True
     fidelity_tolerance: float = 0.2

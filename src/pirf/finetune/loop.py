@@ -48,6 +48,7 @@ from pirf.finetune.regularization import interpolate, online_penalty
 from pirf.finetune.run_folder import RunState, prepare_run_dir, restore, run_record
 from pirf.finetune.seeds import gather_rows, local_rows, seeded_rollout
 from pirf.finetune.selection import evaluate_ema, select_model
+from pirf.finetune.spectrum_anchor import base_log_spectrum
 from pirf.finetune.steps import check_in_sync, gathered, learning_rate, weights_checksum
 from pirf.locks import output_lock
 from pirf.models.checkpoint import checkpoint_paths
@@ -157,10 +158,16 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
     denoiser = checkpointed(ctx.model) if cfg.gradient_checkpointing else ctx.model
     fixed = fixed_channels(reward, ctx.pde)
     reference = None
-    anchors = cfg.regularization.anchor_fixed_channels > 0 or cfg.regularization.anchor_chain > 0
+    reg = cfg.regularization
+    anchors = reg.anchor_fixed_channels > 0 or reg.anchor_chain > 0 or reg.anchor_spectrum > 0
     if anchors or method.needs_reference:
         reference = copy.deepcopy(ctx.model).requires_grad_(False)
         reference.load_state_dict(interpolate(ctx.model.state_dict(), ctx.base, 0.0))
+    spectrum = None
+    if reg.anchor_spectrum > 0 and reference is not None:  # the base samples' spectrum, once
+        spectrum = base_log_spectrum(
+            reference, ctx.record, ctx.normalization, cfg.sampler.steps, device=accelerator.device
+        )
     local = local_rows(cfg.batch_size, world, rank, method.group_size)
     gather, resolution = gather_rows(accelerator, local), int(ctx.record["resolution"])
     t0, last_logs = time.perf_counter(), {}
@@ -191,6 +198,8 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
                 anchor_weight=cfg.regularization.anchor_fixed_channels,
                 chain_anchor_weight=cfg.regularization.anchor_chain,
                 anchor_whiten=cfg.regularization.anchor_whiten,
+                spectrum_weight=reg.anchor_spectrum,
+                spectrum_target=spectrum,
                 fixed=fixed,
                 model=ctx.model,
             )

@@ -34,6 +34,7 @@ from torch.utils.checkpoint import checkpoint
 from pirf.errors import ConfigError
 from pirf.evaluation.distances import shell_power
 from pirf.finetune.config import FinetuneConfig, TruncationConfig
+from pirf.finetune.spectrum_anchor import spectrum_anchor
 from pirf.normalization import Normalization
 from pirf.rewards import Reward
 from pirf.sampling import sample_heun
@@ -56,6 +57,8 @@ class Rollout:
     chain_anchor_weight: float = 0.0
     anchor_whiten: bool = False  # the anchors compare per wavenumber shell (`fixed_difference`)
     fixed: Tensor | None = None  # [C] bool: channels the reward may not move
+    spectrum_weight: float = 0.0  # weight of the spectrum anchor (`spectrum_anchor`)
+    spectrum_target: Tensor | None = None  # [C, K] the base samples' log shell power
     model: nn.Module | None = None  # the trained model itself (its own training loss: RWR)
     generators: list[torch.Generator] | None = None  # one per row, for the noise a sampler injects
     rows: list[int] | None = None  # the global trajectory index of each local row
@@ -164,7 +167,8 @@ class RewardBackprop(Method):
     def loss(self, rollout: Rollout) -> Update:
         """The reward loss of the chain's final samples, gradients through the last K steps, plus
         the anchors on the channels the reward may not move (`fixed_channel_drift` at the
-        window, `chain_anchor_drift` at one step before it)."""
+        window, `chain_anchor_drift` at one step before it) and the spectrum anchor on every
+        channel (`spectrum_anchor`)."""
         n = rollout.sigmas.shape[0] - 1
         k = self.window(rollout.sigmas, rollout.rng)
         holds = rollout.fixed is not None and bool(rollout.fixed.any())
@@ -194,6 +198,10 @@ class RewardBackprop(Method):
             drift = fixed_channel_drift(rollout, entering, x0[: entering.shape[0]], n - k)
             loss = loss + rollout.anchor_weight * drift.mean()
             logs["anchor_drift"] = drift.detach()
+        if rollout.spectrum_weight > 0 and rollout.spectrum_target is not None:
+            anchor = spectrum_anchor(x0, rollout.spectrum_target)
+            loss = loss + rollout.spectrum_weight * anchor
+            logs["spectrum_anchor"] = anchor.detach().expand(mse.shape[0])
         if chained and trajectory is not None:
             step = int(rollout.rng.integers(0, n - k))
             drift = chain_anchor_drift(rollout, trajectory[step].detach(), rollout.sigmas[step])
