@@ -7,7 +7,7 @@ A bench's own cost column is measured while it runs, often beside other jobs. Th
 finished cells of one benchmark (the same models, the same chosen guidance settings, the same n
 and seeds) in this one process, paired (`pirf.evaluation.timing.paired_timing`): at each N,
 ``--warmup`` untimed draws of every row, then ``--pairs`` rounds in which every row draws its
-cell's samples once, back to back, the order rotated by one place each round. A draw's seconds
+cell's samples once, back to back, in a balanced order (`round_order`, a Williams design). A draw's seconds
 are the bench's own cost clock (`Samples.seconds`: the sampling batches, not the model loading).
 Writes ``<out>/bench_cost_<benchmark>.{json,md}``: seconds per 100 samples (median over the
 rounds, fastest and slowest), network calls per sample, and "x base": the median over the rounds

@@ -7,7 +7,7 @@ memory, at N = 20 and N = 80 Heun steps, on the shipped Darcy base model (32x32)
 Time, in this one process (`pirf.evaluation.timing.paired_timing`): at each N every setting is
 built with its own copy of the model (and optimizer, rollout), then ``--warmup`` untimed calls of
 each, then ``--pairs`` rounds in which every setting runs one call of ``--iterations`` iterations
-of ``--batch`` trajectories, back to back, the order rotated by one place each round. A
+of ``--batch`` trajectories, back to back, in a balanced order (`round_order`, a Williams design). A
 fine-tuning iteration is a full step (rollout, reward, backward, Adam step); "sampling" is the
 rollout alone without gradients. "x sampling" is the median over the rounds of the ratio to the
 sampling call *of the same round* (interquartile range and range beside it), so the machine's

@@ -9,8 +9,8 @@ data loader is not timed), EDM loss + backward + Adam step; a call is ``--steps`
 Sampling: a call draws ``--n`` samples, 20 Heun steps (39 network calls), batches of 64, no
 gradients. Every benchmark's model is built in this one process and the 2 x (benchmarks) settings
 are timed paired (`pirf.evaluation.timing.paired_timing`): ``--warmup`` untimed calls of each,
-then ``--pairs`` rounds in which every setting runs one call, back to back, the order rotated by
-one place each round. Speeds are from the median call (with the slowest and fastest call beside
+then ``--pairs`` rounds in which every setting runs one call, back to back, in a balanced
+order (`round_order`, a Williams design). Speeds are from the median call (with the slowest and fastest call beside
 them); "x <reference>" is the median over the rounds of the per-round ratio of a benchmark's cost
 (per step, per sample) to the reference benchmark's in the same round, which holds when the
 machine's speed drifts (the absolute speeds do not: run on an otherwise idle machine).

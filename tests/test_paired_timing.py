@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -51,6 +52,27 @@ def test_settings_are_interleaved_and_the_warmup_is_not_timed() -> None:
     assert [list(o) for o in result.orders] == rounds  # the recorded orders are the ones run
     assert len(result.rounds) == 4 and result.warmup == 2
     assert all(list(r) == ["a", "b", "c"] for r in result.rounds)  # keyed in the settings' order
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 7])
+def test_the_order_balances_place_and_predecessor(n: int) -> None:
+    """Williams design: over n rounds (2n for odd n) every setting holds every place equally
+    often and, within the rounds, follows every other setting equally often (a rotation would
+    keep each setting behind the same one, so one setting's after-effect hits one other)."""
+    names = [chr(ord("a") + i) for i in range(n)]
+    rounds = n if n % 2 == 0 else 2 * n
+    orders = [round_order(names, r) for r in range(rounds)]
+    for order in orders:
+        assert sorted(order) == names
+    for position in range(n):
+        counts = {name: sum(o[position] == name for o in orders) for name in names}
+        assert set(counts.values()) == {rounds // n}
+    follows: dict[tuple[str, str], int] = {}
+    for order in orders:
+        for before, after in itertools.pairwise(order):
+            follows[(before, after)] = follows.get((before, after), 0) + 1
+    assert len(follows) == n * (n - 1)  # every ordered pair of different settings occurs
+    assert set(follows.values()) == {rounds // n}
 
 
 def test_the_order_rotates_so_no_setting_always_goes_first() -> None:

@@ -4,8 +4,9 @@ Timing one setting after another and dividing their means measures the machine a
 settings: on a shared CPU a job that starts or stops between two runs moves one of them by tens
 of percent (a PIRF iteration once came out cheaper than the sampling it contains). Here the
 settings are *paired*: after ``warmup`` untimed calls of each, every one of ``pairs`` rounds
-calls each setting once, back to back, in an order rotated by one place each round (with two
-settings: A B, B A, A B, ...; over ``len(settings)`` rounds each setting is first once), and the
+calls each setting once, back to back, in an order from a Williams design (`round_order`; with two
+settings: A B, B A, A B, ...; every setting holds every place and follows every other setting
+equally often), and the
 ratio of a setting to the reference is taken *within* each round before the median over rounds.
 A slow drift of the machine's speed scales both terms of a round's ratio and cancels; what is
 left shows as the spread of the per-round ratios, reported beside their median.
@@ -154,11 +155,31 @@ def quantile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def round_order(names: Sequence[str], r: int) -> tuple[str, ...]:
-    """The order of round ``r``: ``names`` rotated left by ``r`` places."""
-    if not names:
+    """The order of round ``r``: a row of a Williams design (Williams 1949) over ``names``.
+
+    A plain rotation (A B C, B C A, C A B) keeps every setting behind the same predecessor, so a
+    setting's after-effect (a large one returning its memory to the system, which the next call
+    pays back in page faults) lands on one setting in every round: on a fine-tuning benchmark it
+    made the reference, which follows the 0.9 GB full-chain setting, read 5-8% slow in every
+    round. A Williams design balances that carry-over: with n settings, row 0 is 0, 1, n-1, 2,
+    n-2, ... and row r adds r (mod n); over n rounds (2n when n is odd, the second n mirrored)
+    every setting holds every place equally often and follows every other setting equally often
+    within the rounds. Two settings: A B, B A, A B, ...
+    """
+    n = len(names)
+    if n == 0:
         return ()
-    shift = r % len(names)
-    return (*names[shift:], *names[:shift])
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    row = [(i + r) % n for i in first]
+    if n % 2 and (r // n) % 2:  # odd n: the second n rounds run mirrored
+        row.reverse()
+    return tuple(names[i] for i in row)
 
 
 def _ratio(value: float, reference: float) -> float:
@@ -333,7 +354,7 @@ def paired_processes(
     report: Callable[[int, str, Measurement], None] | None = None,
 ) -> PairedTimings:
     """Like `paired_timing`, but each setting is a command (name -> argv) run in its own child
-    process, the children of a round one after another in the rotated order, all started by one
+    process, the children of a round one after another in the round's order, all started by one
     `Launcher`. Each `Measurement` carries the child's CPU seconds and peak resident memory as
     the OS counted them (`os.wait4`), and its standard output (e.g. a JSON line it printed)."""
     with Launcher(clock) as launcher:
@@ -366,7 +387,8 @@ def method_note(
     return (
         f"Measured with `pirf.evaluation.timing`, {where}: {warmup} untimed warm-up call(s) of "
         f"each setting, then {pairs} rounds in which every setting runs one {call}, back to back, "
-        "the order rotated by one place each round. Seconds are the median (min-max) over the rounds; "
+        "in a balanced order (a Williams design: each setting at each place and behind each other "
+        "setting equally often). Seconds are the median (min-max) over the rounds; "
         f"each ratio is the median over the rounds of the ratio to {against} in the same round "
         "(interquartile range in brackets, range beside it), so a drift of the machine's speed "
         "between rounds cancels instead of landing in the ratio."
