@@ -161,7 +161,8 @@ def round_order(names: Sequence[str], r: int) -> tuple[str, ...]:
     setting's after-effect (a large one returning its memory to the system, which the next call
     pays back in page faults) lands on one setting in every round: on a fine-tuning benchmark it
     made the reference, which follows the 0.9 GB full-chain setting, read ~10% slow (a PIRF
-    iteration at 0.92x the sampling it contains; 1.04x in this order). A Williams design balances that carry-over: with n settings, row 0 is 0, 1, n-1, 2,
+    iteration at 0.92x the sampling it contains; 1.04x in this order). A Williams design
+    balances that carry-over: with n settings, row 0 is 0, 1, n-1, 2,
     n-2, ... and row r adds r (mod n); over n rounds (2n when n is odd, the second n mirrored)
     every setting holds every place equally often and follows every other setting equally often
     within the rounds. Two settings: A B, B A, A B, ...
