@@ -14,6 +14,9 @@ from typing import ClassVar
 from pirf.config.limits import COUNT, NON_NEGATIVE_COUNT, Limit
 from pirf.sampling.guided import GuidanceSettings
 
+DRAW_LIMITS: dict[str, Limit] = {"n": COUNT, "steps": COUNT, "seed": NON_NEGATIVE_COUNT, "batch_size": COUNT}
+"""The ranges of the settings every verb that draws samples has (sample, evaluate, reconstruct)."""
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -30,12 +33,7 @@ class SampleConfig:
     guidance: GuidanceSettings = field(default_factory=GuidanceSettings)
     """Guidance of the chain by the model's PDE residual (none, dps, value)."""
 
-    LIMITS: ClassVar[dict[str, Limit]] = {
-        "n": COUNT,
-        "steps": COUNT,
-        "seed": NON_NEGATIVE_COUNT,
-        "batch_size": COUNT,
-    }
+    LIMITS: ClassVar[dict[str, Limit]] = DRAW_LIMITS
 
 
 @dataclass(frozen=True)
@@ -54,13 +52,7 @@ class EvaluateConfig:
     device: str | None = None  # cpu, cuda, cuda:1 ... (default: cuda if present)
     overwrite: bool = False  # replace existing results in out
 
-    LIMITS: ClassVar[dict[str, Limit]] = {
-        "n": COUNT,
-        "steps": COUNT,
-        "seed": NON_NEGATIVE_COUNT,
-        "n_reference": COUNT,
-        "batch_size": COUNT,
-    }
+    LIMITS: ClassVar[dict[str, Limit]] = DRAW_LIMITS | {"n_reference": COUNT}
 
 
-__all__ = ["EvaluateConfig", "SampleConfig"]
+__all__ = ["DRAW_LIMITS", "EvaluateConfig", "SampleConfig"]

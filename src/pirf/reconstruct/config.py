@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pirf.config.limits import COUNT, NON_NEGATIVE_COUNT, Limit
+from pirf.config.limits import COUNT, Limit
+from pirf.evaluation.config import DRAW_LIMITS
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,10 @@ class ReconstructConfig:
     device: str | None = None  # cpu, cuda, cuda:1 ... (default: cuda if present)
     overwrite: bool = False  # replace existing results in out
 
-    LIMITS: ClassVar[dict[str, Limit]] = {
-        "n": COUNT,
-        "steps": COUNT,
-        "seed": NON_NEGATIVE_COUNT,
+    LIMITS: ClassVar[dict[str, Limit]] = DRAW_LIMITS | {
         "zeta_obs": Limit(low=0),
         "zeta_pde": Limit(low=0),
         "tune": COUNT,
-        "batch_size": COUNT,
     }
 
 
