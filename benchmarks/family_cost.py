@@ -11,9 +11,9 @@ and returns the seconds per iteration after the first, read from the loop's own 
 metrics.jsonl (the set-up and the final model selection are not counted). The rows are timed
 paired (`pirf.evaluation.timing.paired_timing`): ``--warmup`` untimed calls of each row, then
 ``--pairs`` rounds in which every row runs one call, back to back, in a balanced order
-(`round_order`, a Williams design). Writes OUT/family_cost_<benchmark>.json (or ``--result``): {"seconds_per_iteration":
-{row: median over the rounds}, ...} with the range and "x_pirf", the median over the rounds of
-the ratio to pirf's call *of the same round* (interquartile range and range).
+(`round_order`, a Williams design). Writes OUT/family_cost_<benchmark>.json (or ``--result``):
+{"seconds_per_iteration": {row: median over the rounds}, ...} with the range and "x_pirf", the
+median over the rounds of the ratio to pirf's call *of the same round* (interquartile range and range).
 `pirf.bench.figures.plot_family` then puts the training-seconds axis at iteration x that cost.
 """
 

@@ -10,10 +10,10 @@ Sampling: a call draws ``--n`` samples, 20 Heun steps (39 network calls), batche
 gradients. Every benchmark's model is built in this one process and the 2 x (benchmarks) settings
 are timed paired (`pirf.evaluation.timing.paired_timing`): ``--warmup`` untimed calls of each,
 then ``--pairs`` rounds in which every setting runs one call, back to back, in a balanced
-order (`round_order`, a Williams design). Speeds are from the median call (with the slowest and fastest call beside
-them); "x <reference>" is the median over the rounds of the per-round ratio of a benchmark's cost
-(per step, per sample) to the reference benchmark's in the same round, which holds when the
-machine's speed drifts (the absolute speeds do not: run on an otherwise idle machine).
+order (`round_order`, a Williams design). Speeds are from the median call (with the slowest and
+fastest call beside them); "x <reference>" is the median over the rounds of the per-round ratio
+of a benchmark's cost (per step, per sample) to the reference benchmark's in the same round,
+which holds when the machine's speed drifts (the absolute speeds do not: run on an otherwise idle machine).
 """
 
 from __future__ import annotations

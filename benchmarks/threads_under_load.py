@@ -34,14 +34,24 @@ BUSY = "while True: pass"
 
 def timed(args: list[str], out: Path) -> tuple[float, str]:
     """Wall seconds of one ``pirf`` process writing to ``out``, and the thread line it printed."""
+    seconds, stdout = timed_output(args, out)
+    return seconds, thread_line(stdout)
+
+
+def thread_line(stdout: str) -> str:
+    """The ``threads: ...`` line a computing verb prints first, or "" if there is none."""
+    return next((ln for ln in stdout.splitlines() if ln.startswith("threads:")), "")
+
+
+def timed_output(args: list[str], out: Path) -> tuple[float, str]:
+    """Wall seconds of one ``pirf`` process writing to ``out`` (with ``--overwrite``), and its stdout."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "PIRF_THREADS")}
     t0 = time.perf_counter()
     done = subprocess.run([*args, "--out", str(out), "--overwrite"], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr}")
-    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("threads:")), "")
-    return seconds, line
+    return seconds, done.stdout
 
 
 def series(args: list[str], repeats: int, out: Path) -> dict[str, object]:

@@ -159,6 +159,17 @@ def test_every_config_verb_takes_bare_and_option_overrides(argv, expected, capsy
     assert {key: shown[key] for key in expected} == expected
 
 
+def test_show_prints_the_yaml_as_written_on_a_narrow_terminal(capsys, monkeypatch):
+    """``--show`` is YAML a user can save and load: the console must not re-wrap its long lines."""
+    from pirf.config import dump_yaml
+    from pirf.finetune.config import resolve_finetune_config
+
+    monkeypatch.setattr(cli.console, "width", 40)
+    code, out, err = run(["finetune", "poisson", "--show"], capsys)
+    assert code in (0, None), err
+    assert out.strip() == dump_yaml(resolve_finetune_config("poisson", None, None, [])).strip()
+
+
 @pytest.mark.parametrize(
     ("verb", "module", "name"),
     [

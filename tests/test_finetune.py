@@ -228,6 +228,23 @@ def test_a_black_box_reward_is_refused_by_first_order_methods_and_taken_by_zerot
     assert math.isfinite(result.selected["chosen"]["residual"])
 
 
+def test_anchors_a_method_does_not_hold_are_said_and_change_nothing(base_model, tmp_path, capsys):
+    anchored = RegularizationConfig(
+        ema_halflife_samples=8.0, alphas=(0.5,), anchor_fixed_channels=10.0, anchor_spectrum=5.0
+    )
+    finetune(
+        _config(base_model, tmp_path / "a", method="rwr", iterations=2, regularization=anchored),
+        progress=True,
+    )
+    said = capsys.readouterr().out
+    assert "rwr does not use regularization.anchor_fixed_channels, regularization.anchor_spectrum" in said
+    finetune(_config(base_model, tmp_path / "b", method="rwr", iterations=2), progress=False)
+    with_anchors, without = _weights(tmp_path / "a" / "model"), _weights(tmp_path / "b" / "model")
+    assert all(torch.equal(with_anchors[k], without[k]) for k in without)
+    finetune(_config(base_model, tmp_path / "c", iterations=1, regularization=anchored), progress=True)
+    assert "does not use" not in capsys.readouterr().out  # pirf holds them
+
+
 def test_bad_configs_are_clear_errors(base_model, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown fine-tuning method 'pirff'"):
         finetune(_config(base_model, tmp_path / "a", method="pirff"), progress=False)

@@ -162,15 +162,23 @@ OverrideArguments = Annotated[
 ShowOption = Annotated[bool, typer.Option(help="print the resolved settings and exit")]
 
 
+def print_settings(cfg: Any) -> None:
+    """Print a config as the YAML `load_config` reads back, as written: not re-wrapped to the
+    terminal's width (a long line broken by the console would no longer be the YAML)."""
+    from pirf.config import dump_yaml
+
+    console.print(dump_yaml(cfg), highlight=False, markup=False, soft_wrap=True)
+
+
 def verb_settings(cls: type[T], flags: Mapping[str, Any], overrides: list[str], show: bool) -> T | None:
     """A verb's settings (a config dataclass): its defaults < the flags given (``flags``, None
     values left out) < ``KEY=VALUE`` overrides. With ``show``, print them as YAML and return None."""
-    from pirf.config import dump_yaml, load_config
+    from pirf.config import load_config
 
     given = {key: value for key, value in flags.items() if value is not None}
     cfg = load_config(cls, None, overrides, base=given)
     if show:
-        console.print(dump_yaml(cfg), highlight=False, markup=False)
+        print_settings(cfg)
         return None
     return cfg
 

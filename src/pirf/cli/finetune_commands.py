@@ -15,6 +15,7 @@ from pirf.cli.app import (
     app,
     console,
     overrides_of,
+    print_settings,
     use_cpu_threads,
 )
 from pirf.finetune.presets import PRESETS
@@ -55,7 +56,6 @@ def finetune_command(
 ) -> None:
     """Fine-tune a base model with a reward (PIRF by default): writes OUT/model.safetensors, which
     loads wherever the base model loads, with metrics.jsonl, evals.jsonl and selection.json."""
-    from pirf.config import dump_yaml
     from pirf.finetune import finetune
     from pirf.finetune.config import resolve_finetune_config
 
@@ -63,7 +63,7 @@ def finetune_command(
         base, overrides = None, [base, *(overrides or [])]
     cfg = resolve_finetune_config(base, method, config, overrides_of(overrides, settings))
     if show:
-        console.print(dump_yaml(cfg), highlight=False, markup=False)
+        print_settings(cfg)
         return
     use_cpu_threads()
     result = finetune(cfg, resume=resume, allow_change=allow_change)
@@ -104,11 +104,10 @@ def demo_command(
 
     given = overrides_of(overrides, settings)
     if show:
-        from pirf.config import dump_yaml
         from pirf.finetune.config import resolve_finetune_config
 
         cfg = resolve_finetune_config(benchmark, "pirf", None, [f"out={out / 'finetune'}", *given])
-        console.print(dump_yaml(cfg), highlight=False, markup=False)
+        print_settings(cfg)
         return
     use_cpu_threads()
     try:
@@ -185,7 +184,6 @@ def bench_command(
     and trajectories (figures/family_<benchmark>.png)."""
     from pirf.bench import resolve_bench_config, run_bench
     from pirf.bench.table import headline, read_cells, with_ratios
-    from pirf.config import dump_yaml
 
     extra = [f"out={out}"] if out is not None else []
     cfg = resolve_bench_config(
@@ -197,7 +195,7 @@ def bench_command(
         family=family,
     )
     if show:
-        console.print(dump_yaml(cfg), highlight=False, markup=False)
+        print_settings(cfg)
         return
     use_cpu_threads()
     run_bench(cfg, resume=resume, console=console)

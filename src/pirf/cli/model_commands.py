@@ -24,6 +24,7 @@ from pirf.cli.app import (
     console,
     err_console,
     overrides_of,
+    print_settings,
     use_cpu_threads,
     verb_settings,
 )
@@ -55,7 +56,6 @@ def pretrain_command(
     several GPUs. The data set is generated first when missing and `data.pde` is set."""
     from pirf.config import (
         apply_overrides,
-        dump_yaml,
         from_dict,
         load_config,
         read_json_config,
@@ -74,7 +74,7 @@ def pretrain_command(
             base = read_json_config(saved)
             cfg = from_dict(PretrainConfig, apply_overrides(base, override), where=str(saved))
     if show:
-        console.print(dump_yaml(cfg), highlight=False, markup=False)
+        print_settings(cfg)
         return
     use_cpu_threads()
     result = pretrain(cfg, resume=resume, allow_change=allow_change)
@@ -269,7 +269,12 @@ def export_command(
 
     model, record, path = load_model(spec)
     if show:
-        console.print(json.dumps(export_description(model, record), indent=1), highlight=False, markup=False)
+        console.print(
+            json.dumps(export_description(model, record), indent=1),
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
         return
     folder = export_model(model, record, out, overwrite=overwrite)
     console.print(f"exported {escape(str(path))} to {escape(str(folder))} (unet/, pirf.json)")

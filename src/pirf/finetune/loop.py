@@ -40,9 +40,9 @@ from pirf.config.limits import check_limits
 from pirf.disk import checkpoint_bytes, require_space, run_space_needed, tensor_bytes
 from pirf.errors import ConfigError
 from pirf.files import append_jsonl, crash_point
-from pirf.finetune.config import FinetuneConfig, check_method_name, with_model_defaults
+from pirf.finetune.config import FinetuneConfig, RegularizationConfig, check_method_name, with_model_defaults
 from pirf.finetune.context import build_context, fixed_channels, iteration_sigmas, score
-from pirf.finetune.methods import checkpointed
+from pirf.finetune.methods import Method, checkpointed
 from pirf.finetune.registry import make_method, refuse_black_box
 from pirf.finetune.regularization import interpolate, online_penalty
 from pirf.finetune.run_folder import RunState, prepare_run_dir, restore, run_record
@@ -84,6 +84,26 @@ def _diverged(
         return False
     median = gathered(accelerator, {"residual_mse": logs["residual_mse"].detach()})["residual_mse"]
     return diverged(median, (state.base_score or {}).get("residual"), cfg.divergence_factor)
+
+
+ANCHORS = ("anchor_fixed_channels", "anchor_chain", "anchor_spectrum")
+
+
+def active_anchors(reg: RegularizationConfig, method: Method, talk: bool) -> tuple[str, ...]:
+    """The ``regularization.anchor_*`` terms this run adds to its loss: those set (weight > 0), if
+    ``method`` holds anchors (reward backpropagation); otherwise none, said once when some are set,
+    so that a shipped config's anchors (tuned for PIRF) under another method are not mistaken for
+    regularization that runs."""
+    named = tuple(name for name in ANCHORS if getattr(reg, name) > 0)
+    if method.holds_anchors or not named:
+        return named
+    if talk:
+        print(
+            f"note: {method.name} does not use {', '.join(f'regularization.{n}' for n in named)}; "
+            "they apply to the methods that backpropagate the reward (pirf, the draft family, alignprop)",
+            flush=True,
+        )
+    return ()
 
 
 def finetune(
@@ -159,12 +179,12 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
     fixed = fixed_channels(reward, ctx.pde)
     reference = None
     reg = cfg.regularization
-    anchors = reg.anchor_fixed_channels > 0 or reg.anchor_chain > 0 or reg.anchor_spectrum > 0
+    anchors = active_anchors(reg, method, talk)
     if anchors or method.needs_reference:
         reference = copy.deepcopy(ctx.model).requires_grad_(False)
         reference.load_state_dict(interpolate(ctx.model.state_dict(), ctx.base, 0.0))
     spectrum = None
-    if reg.anchor_spectrum > 0 and reference is not None:  # the base samples' spectrum, once
+    if "anchor_spectrum" in anchors and reference is not None:  # the base samples' spectrum, once
         spectrum = base_log_spectrum(
             reference, ctx.record, ctx.normalization, cfg.sampler.steps, device=accelerator.device
         )

@@ -84,7 +84,8 @@ class Method(ABC):
     ``needs_reference`` (the frozen base model's D is passed as ``rollout.reference``),
     ``group_size`` (rows j with the same j // group_size share their starting noise: GRPO),
     ``samples_rollout_chain`` (it rolls out on ``rollout.sigmas``, so the chain's step count can
-    change per iteration; False: it has a sampler of its own).
+    change per iteration; False: it has a sampler of its own), ``holds_anchors`` (it adds the
+    ``regularization.anchor_*`` terms to its loss; the loop says when they are set and ignored).
     """
 
     name: str = "method"
@@ -92,6 +93,7 @@ class Method(ABC):
     needs_reference: bool = False
     group_size: int = 1
     samples_rollout_chain: bool = True
+    holds_anchors: bool = False
 
     @abstractmethod
     def updates(self, rollout: Rollout) -> Iterator[Update]:
@@ -142,6 +144,7 @@ class RewardBackprop(Method):
     """PIRF / DRaFT / DRaFT-K / DRaFT-LV / AlignProp: backprop of the reward through the chain."""
 
     needs_differentiable_reward = True
+    holds_anchors = True
 
     def __init__(self, truncation: TruncationConfig, form: Literal["mse", "log-mse"], name: str) -> None:
         self.truncation, self.form, self.name = truncation, form, name
