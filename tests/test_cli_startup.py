@@ -163,3 +163,51 @@ def test_method_help_lists_every_preset():
     text = " ".join(help_text(["finetune"]).split())
     for name in PRESETS:
         assert name in text
+
+
+def _in_a_terminal(argv: list[str]) -> tuple[int, str]:
+    """Run ``pirf ARGV`` in a fresh interpreter on a pseudo-terminal; its exit code and output."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    env = os.environ | {"COLUMNS": "100", "TERM": "xterm-256color"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pirf.cli", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        env=env,
+    )
+    os.close(follower)
+    output = b""
+    while True:
+        if select.select([leader], [], [], 1.0)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        elif process.poll() is not None:
+            break
+    os.close(leader)
+    return process.wait(), output.decode("utf-8", errors="replace")
+
+
+@pytest.mark.parametrize("works", [True, False], ids=["samples", "fails"])
+def test_a_computing_verb_shows_it_is_starting_and_takes_the_spinner_down(
+    works, tiny_poisson_model, tmp_path
+):
+    """On a terminal, `pirf sample` shows a spinner while torch, diffusers and the model load
+    (seconds with nothing else on the screen), and takes it down (the cursor shown again) before
+    its first line, and on an error too."""
+    model = str(tiny_poisson_model) if works else str(tmp_path / "no-such-model")
+    code, output = _in_a_terminal(["sample", model, "--n", "2", "--steps", "2", "--out", str(tmp_path / "s")])
+    assert code == (0 if works else 2), output
+    assert "pirf sample: loading torch" in output
+    first_line = "threads:" if works else "error"
+    assert output.index("pirf sample: loading torch") < output.index(first_line), output
+    hidden, shown = output.rfind("\x1b[?25l"), output.rfind("\x1b[?25h")
+    assert 0 <= hidden < shown, "the spinner left the cursor hidden"

@@ -87,9 +87,31 @@ app.add_typer(data_app, name="data")
 
 console = Console()
 
+COMPUTING_VERBS = frozenset({"sample", "evaluate", "reconstruct", "finetune", "demo", "bench", "pretrain"})
+"""The verbs that load torch, diffusers and a model before their first line (seconds)."""
+
+_starting: list[Any] = []  # the start-up spinner of a computing verb, while it is shown
+
+
+def show_starting(verb: str) -> None:
+    """Show a spinner while a computing verb loads torch, diffusers and its model, so that the
+    user does not look at a silent terminal for the seconds before its first line (issue 22: no
+    silent phase over 5 s). `use_cpu_threads` and the exit take it down; on a terminal only."""
+    if console.is_terminal and not _starting:
+        status = console.status(f"[dim]pirf {verb}: loading torch, diffusers and the model[/dim]")
+        status.start()
+        _starting.append(status)
+
+
+def stop_starting() -> None:
+    """Take the start-up spinner down (before the verb's first line, an error, or the exit)."""
+    while _starting:
+        _starting.pop().stop()
+
 
 @app.callback()
 def _global_options(
+    ctx: typer.Context,
     plugin: Annotated[
         list[str] | None,
         typer.Option(
@@ -110,6 +132,8 @@ def _global_options(
     request_threads(threads)
     for spec in plugin or []:
         load_plugin(spec)
+    if ctx.invoked_subcommand in COMPUTING_VERBS:
+        show_starting(ctx.invoked_subcommand)
 
 
 err_console = Console(stderr=True)
@@ -120,7 +144,9 @@ def use_cpu_threads() -> None:
     the command's other progress lines (stderr holds errors only: an error is its first line)."""
     from pirf.threads import use_threads
 
-    console.print(f"[dim]{escape(use_threads().describe())}[/dim]", highlight=False, soft_wrap=True)
+    choice = use_threads()
+    stop_starting()
+    console.print(f"[dim]{escape(choice.describe())}[/dim]", highlight=False, soft_wrap=True)
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
@@ -216,9 +242,12 @@ def main(argv: list[str] | None = None) -> None:
         if mapped is None:
             raise
         _fail(mapped)
+    finally:
+        stop_starting()
 
 
 def _fail(err: PirfError) -> NoReturn:
     """Print ``err`` (problem and fix) on stderr and exit 2."""
+    stop_starting()
     err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)  # no markup from input
     sys.exit(2)
