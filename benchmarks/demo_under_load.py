@@ -18,14 +18,12 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from threads_under_load import BUSY, RESULTS, thread_line, timed_output
+from threads_under_load import RESULTS, busy_jobs, thread_line, timed_output
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 COMMAND = ["pirf", "demo"]
@@ -67,13 +65,8 @@ def main() -> None:
         out = Path(tmp) / "demo"
         if args.idle:
             rows["idle"] = timed_demo(out)
-        busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(args.jobs)]
-        try:
-            time.sleep(60)
+        with busy_jobs(args.jobs):
             rows[f"beside {args.jobs} busy jobs"] = timed_demo(out)
-        finally:
-            for job in busy:
-                job.kill()
     for row in rows.values():
         row["x_stated"] = round(float(row["seconds"]) / stated_s, 2)
     meta = {

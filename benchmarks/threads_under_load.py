@@ -17,6 +17,7 @@ them. Writes benchmarks/results/threads_under_load.{json,md}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -25,11 +26,25 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COMMAND = ["pirf", "sample", "poisson", "--n", "4", "--steps", "20", "--seed", "0"]
 BUSY = "while True: pass"
+
+
+@contextlib.contextmanager
+def busy_jobs(jobs: int, settle: float = 60.0) -> Iterator[None]:
+    """``jobs`` CPU-bound processes (another user's jobs) running while the block runs; they start
+    ``settle`` seconds before it so that the 1-minute load average, which pirf reads, sees them."""
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(jobs)]
+    try:
+        time.sleep(settle)
+        yield
+    finally:
+        for job in busy:
+            job.kill()
 
 
 def timed(args: list[str], out: Path) -> tuple[float, str]:
@@ -78,17 +93,12 @@ def main() -> None:
         out = Path(tmp) / "samples"
         timed(COMMAND, out)  # warm the file cache and the held-out reference
         rows["idle, threads chosen by pirf"] = series(COMMAND, args.repeats, out)
-        busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(args.jobs)]
-        try:
-            time.sleep(60)  # the 1-minute load average catches up with the jobs
+        with busy_jobs(args.jobs):
             every = ["pirf", "--threads", str(cores), *COMMAND[1:]]
             rows[f"{args.jobs} busy jobs, --threads {cores} (torch's default)"] = series(
                 every, args.repeats, out
             )
             rows[f"{args.jobs} busy jobs, threads chosen by pirf"] = series(COMMAND, args.repeats, out)
-        finally:
-            for job in busy:
-                job.kill()
     meta = {
         "command": " ".join(COMMAND),
         "cores": cores,
