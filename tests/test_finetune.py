@@ -433,6 +433,24 @@ def test_one_fine_tune_across_step_counts_draws_them_per_iteration(base_model, t
         finetune(_config(base_model, tmp_path / "ddpo", method="ddpo", sampler=sampler), progress=False)
 
 
+def test_each_chain_is_held_to_the_base_at_its_own_step_count(base_model, tmp_path):
+    """The divergence check compares an iteration's residual with the base model's at the same
+    step count. A 2-step chain's residual is many times an 8-step one's; held to the 8-step
+    yardstick, every short chain of a model that has barely moved read as divergence and was
+    skipped (52 of 300 steps of a Poisson run, all of them 10-step chains)."""
+    from pirf.models.checkpoint import read_checkpoint_config
+
+    sampler = SamplerConfig(steps=8, steps_choices=(2, 8))
+    cfg = _config(base_model, tmp_path / "run", sampler=sampler, lr=1e-9, iterations=6, divergence_factor=3.0)
+    result = finetune(cfg, progress=False)
+    state = read_checkpoint_config(tmp_path / "run" / "checkpoints" / "latest")["state"]
+    short, full = state["base_residual_by_steps"]["2"], state["base_score"]["residual"]
+    assert short > 3.0 * full, "the old yardstick would not have tripped: the test shows nothing"
+    rows = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {int(r["steps"]) for r in rows} == {2, 8}
+    assert result.bad_steps == 0
+
+
 def sigma_grid_of(n):
     from pirf.sampling.draw import sigma_grid
 

@@ -70,7 +70,7 @@ def finetune_command(
     chosen, base_score = result.selected["chosen"], result.selected["base"]
     console.print(
         f"{cfg.method}: {result.iterations} iterations in {result.seconds:.0f} s "
-        f"({result.bad_steps} skipped non-finite steps)\n"
+        f"({result.bad_steps} steps skipped: non-finite or diverged)\n"
         f"held-out residual (median MSE): base {base_score['residual']:.3e} -> "
         f"{chosen['residual']:.3e} ({base_score['residual'] / max(chosen['residual'], 1e-300):.1f}x lower); "
         f"fidelity score {base_score['fidelity']:.3f} -> {chosen['fidelity']:.3f}\n"

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from pirf.data import read_fields
 from pirf.errors import ConfigError
-from pirf.evaluation.metrics import channel_terms
+from pirf.evaluation.metrics import channel_terms, residual_summary
 from pirf.evaluation.reference import reference_for
 from pirf.evaluation.runner import score_samples
 from pirf.finetune.config import FinetuneConfig, SamplerConfig
@@ -91,22 +91,25 @@ def iteration_sigmas(ctx: Context, cfg: FinetuneConfig, iteration: int) -> Tenso
 
 
 def sample_eval_set(
-    ctx: Context, model: nn.Module, cfg: FinetuneConfig, progress: bool = False
+    ctx: Context, model: nn.Module, cfg: FinetuneConfig, progress: bool = False, steps: int | None = None
 ) -> np.ndarray:
     """Physical samples of ``model`` from the fixed held-out eval seeds: the one seeded draw of
     `pirf sample` and `pirf evaluate` (`generate_samples`, sample i from (eval.seed, i)) on the
-    fine-tune's own grid, so the in-loop numbers are those `pirf evaluate` reports."""
+    fine-tune's own grid, so the in-loop numbers are those `pirf evaluate` reports; with ``steps``,
+    a chain of that many steps instead of ``sampler.steps``."""
+    steps = cfg.sampler.steps if steps is None else steps
+    sigmas = ctx.sigmas if steps == cfg.sampler.steps else chain_sigmas(ctx.model, cfg.sampler, steps)
     was_training = model.training
     drawn = generate_samples(
         model,
         ctx.record,
         cfg.eval.n,
-        cfg.sampler.steps,
+        steps,
         cfg.eval.seed,
         batch_size=32,
         device=next(model.parameters()).device,
         progress=progress,
-        sigmas=ctx.sigmas,
+        sigmas=sigmas,
     )
     model.train(was_training)
     return drawn.fields
@@ -138,6 +141,22 @@ def score(ctx: Context, model: nn.Module, cfg: FinetuneConfig, progress: bool = 
     }
 
 
+def residuals_by_steps(
+    ctx: Context, model: nn.Module, cfg: FinetuneConfig, progress: bool = False
+) -> dict[str, float]:
+    """``{"N": median residual MSE}`` of ``model``'s eval samples at every step count N of
+    ``sampler.steps_choices`` other than ``sampler.steps`` (whose residual `score` gives): the base
+    model's, the yardstick the divergence check holds each iteration's chain to. A 10-step chain's
+    residual can be 100x a 20-step chain's from the same model; held to the 20-step one, every
+    short chain would read as divergence and be skipped."""
+    others = sorted(set(cfg.sampler.steps_choices) - {cfg.sampler.steps})
+    medians = {}
+    for n in others:
+        summary = residual_summary(ctx.pde, sample_eval_set(ctx, model, cfg, progress, n))
+        medians[str(n)] = float(summary["all"]["median_mse"])
+    return medians
+
+
 def score_state(
     ctx: Context, weights: dict[str, Tensor], cfg: FinetuneConfig, progress: bool = False
 ) -> dict[str, Any]:
@@ -158,6 +177,7 @@ __all__ = [
     "Context",
     "build_context",
     "fixed_channels",
+    "residuals_by_steps",
     "sample_eval_set",
     "score",
     "score_state",

@@ -41,7 +41,7 @@ from pirf.disk import checkpoint_bytes, require_space, run_space_needed, tensor_
 from pirf.errors import ConfigError
 from pirf.files import append_jsonl, crash_point
 from pirf.finetune.config import FinetuneConfig, RegularizationConfig, check_method_name, with_model_defaults
-from pirf.finetune.context import build_context, fixed_channels, iteration_sigmas, score
+from pirf.finetune.context import build_context, fixed_channels, iteration_sigmas, residuals_by_steps, score
 from pirf.finetune.methods import Method, checkpointed
 from pirf.finetune.registry import make_method, refuse_black_box
 from pirf.finetune.regularization import interpolate, online_penalty
@@ -79,11 +79,20 @@ def _diverged(
     accelerator: Accelerator, logs: dict[str, Tensor], state: RunState, cfg: FinetuneConfig
 ) -> bool:
     """Whether this iteration's median residual (over every process's rollouts) has run away from
-    the base model's held-out one (`pirf.training.faults.diverged`)."""
+    the base model's held-out one at the same step count (`pirf.training.faults.diverged`)."""
     if cfg.divergence_factor <= 0 or "residual_mse" not in logs:
         return False
     median = gathered(accelerator, {"residual_mse": logs["residual_mse"].detach()})["residual_mse"]
-    return diverged(median, (state.base_score or {}).get("residual"), cfg.divergence_factor)
+    return diverged(median, base_residual_at(state, cfg, logs), cfg.divergence_factor)
+
+
+def base_residual_at(state: RunState, cfg: FinetuneConfig, logs: dict[str, Tensor]) -> float | None:
+    """The base model's held-out median residual at the step count of this iteration's chain
+    (``logs["steps"]``; ``sampler.steps`` when not logged), None where it was not measured."""
+    steps = int(logs["steps"].reshape(-1)[0]) if "steps" in logs else cfg.sampler.steps
+    if steps == cfg.sampler.steps:
+        return (state.base_score or {}).get("residual")
+    return state.base_residual_by_steps.get(str(steps))
 
 
 ANCHORS = ("anchor_fixed_channels", "anchor_chain", "anchor_spectrum")
@@ -175,6 +184,10 @@ def _finetune(cfg: FinetuneConfig, *, resume: bool, progress: bool, allow_change
         state.base_score = score(ctx, ctx.model, cfg, progress=talk)
         if accelerator.is_main_process:
             append_jsonl(run_dir / "evals.jsonl", {"iteration": 0, "weights": "base", **state.base_score})
+    if cfg.sampler.steps_choices and cfg.divergence_factor > 0 and not state.base_residual_by_steps:
+        if talk:
+            print("scoring the base model at every step count (the divergence check's yardstick)", flush=True)
+        state.base_residual_by_steps = residuals_by_steps(ctx, ctx.model, cfg, progress=talk)
     denoiser = checkpointed(ctx.model) if cfg.gradient_checkpointing else ctx.model
     fixed = fixed_channels(reward, ctx.pde)
     reference = None

@@ -52,6 +52,7 @@ class RunState:
         self.bad = BadSteps()
         self.seconds = 0.0
         self.base_score: dict[str, Any] | None = None
+        self.base_residual_by_steps: dict[str, float] = {}  # `residuals_by_steps` of the base
         self.best: dict[str, Any] | None = None  # {"iteration", "residual", "fidelity"}
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,7 +61,9 @@ class RunState:
 
     def load(self, record: dict[str, Any]) -> None:
         for key in vars(self):
-            if key != "bad":
+            if key == "base_residual_by_steps":  # absent from runs saved before it was kept
+                self.base_residual_by_steps = record.get(key, {})
+            elif key != "bad":
                 setattr(self, key, record[key])
         self.bad = BadSteps(record["bad_steps"], record["consecutive_bad"])
 
