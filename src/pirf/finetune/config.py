@@ -254,7 +254,7 @@ class FinetuneConfig:
     betas: tuple[float, ...] = (0.9, 0.999)
     grad_clip: float = 1.0
     max_bad_steps: int = 10  # more skipped steps in a row than this stop the run
-    divergence_factor: float = 100.0  # an iteration whose median residual exceeds this x the base's is bad
+    divergence_factor: float = 100.0  # a chain whose median residual is this x the base's at its N is bad
     gradient_checkpointing: bool = False
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
