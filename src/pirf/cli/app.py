@@ -95,9 +95,9 @@ _starting: list[Any] = []  # the start-up spinner of a computing verb, while it 
 
 def show_starting(verb: str) -> None:
     """Show a spinner while a computing verb loads torch, diffusers and its model, so that the
-    user does not look at a silent terminal for the seconds before its first line (issue 22: no
-    silent phase over 5 s). `use_cpu_threads` and the exit take it down; on a terminal only, and
-    only in the first process of a multi-process launch (accelerate / torchrun set ``RANK``)."""
+    user does not look at a still terminal for the seconds before its first line (measured by
+    benchmarks/silent_phases.py). `use_cpu_threads` and the exit take it down; on a terminal only,
+    and only in the first process of a multi-process launch (accelerate / torchrun set ``RANK``)."""
     import os
 
     first = os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
