@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=5.0, help="seconds a silence may last")
     parser.add_argument("command", nargs="*", help="the command (after --); default: pirf demo")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         command = args.command or ["pirf", "demo", "--out", str(Path(tmp) / "demo"), "--overwrite"]
         events, code = changes(command)
@@ -104,7 +105,7 @@ def main() -> None:
         "changes": len(events),
         "longest_silence_s": longest,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "load_before": [round(v, 2) for v in os.getloadavg()],
+        "load_before": [round(v, 2) for v in load_before],
     }
     RESULTS.mkdir(exist_ok=True)
     record = {"meta": meta, "silences": found}
