@@ -82,12 +82,17 @@ def chain_sigmas(model: nn.Module, sampler: SamplerConfig, steps: int) -> Tensor
     return sigma_grid(model, steps, "heun", sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho)
 
 
+def sigmas_for(ctx: Context, cfg: FinetuneConfig, steps: int) -> Tensor:
+    """The chain of ``steps`` steps: the context's own for ``sampler.steps``, else `chain_sigmas`."""
+    return ctx.sigmas if steps == cfg.sampler.steps else chain_sigmas(ctx.model, cfg.sampler, steps)
+
+
 def iteration_sigmas(ctx: Context, cfg: FinetuneConfig, iteration: int) -> Tensor:
     """The chain of one training iteration: ``sampler.steps``'s, or with ``sampler.steps_choices``
     the chain of the step count drawn for this iteration (`iteration_steps`)."""
     choices = cfg.sampler.steps_choices
     steps = iteration_steps(cfg.seed, iteration, choices) if choices else cfg.sampler.steps
-    return ctx.sigmas if steps == cfg.sampler.steps else chain_sigmas(ctx.model, cfg.sampler, steps)
+    return sigmas_for(ctx, cfg, steps)
 
 
 def sample_eval_set(
@@ -98,7 +103,6 @@ def sample_eval_set(
     fine-tune's own grid, so the in-loop numbers are those `pirf evaluate` reports; with ``steps``,
     a chain of that many steps instead of ``sampler.steps``."""
     steps = cfg.sampler.steps if steps is None else steps
-    sigmas = ctx.sigmas if steps == cfg.sampler.steps else chain_sigmas(ctx.model, cfg.sampler, steps)
     was_training = model.training
     drawn = generate_samples(
         model,
@@ -109,7 +113,7 @@ def sample_eval_set(
         batch_size=32,
         device=next(model.parameters()).device,
         progress=progress,
-        sigmas=sigmas,
+        sigmas=sigmas_for(ctx, cfg, steps),
     )
     model.train(was_training)
     return drawn.fields
